@@ -1,0 +1,3 @@
+from mdseg.cli import main
+
+main()
