@@ -77,9 +77,7 @@ def backend_status() -> list[BackendStatus]:
 
 def _check_name(name: str) -> str:
     if name not in (*BACKENDS, "auto"):
-        raise BackendUnavailableError(
-            f"unknown scan backend {name!r}; choose one of: auto, {', '.join(BACKENDS)}"
-        )
+        raise BackendUnavailableError(f"unknown scan backend {name!r}; choose one of: auto, {', '.join(BACKENDS)}")
     return name
 
 
