@@ -1,0 +1,1 @@
+"""The Mamba-diffusion segmentation network: fused encoders, neck, diffusion head, full model."""
