@@ -1,0 +1,146 @@
+"""Neck and diffusion head against the authors' own outputs (../shared/oracle/HEAD.md), random weights.
+
+The weights are imported with `map_head_keys`, so these tests also pin the key mapping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from mdseg.config import ModelConfig
+from mdseg.models.diffusion_head import (
+    AuxHead,
+    DiffusionHead,
+    alpha_sigma,
+    ddim_times,
+    log_snr,
+    pixel_accuracy,
+    segmentation_loss,
+    upsample_logits,
+)
+from mdseg.models.neck import Neck
+from mdseg.models.release_head import map_head_keys
+
+ORACLE = Path(__file__).resolve().parents[2] / "shared" / "oracle"
+REL = 1e-4
+
+pytestmark = pytest.mark.skipif(not (ORACLE / "head_oracle.safetensors").exists(), reason="head oracle not present")
+
+
+class NeckAndHeads(nn.Module):
+    """The full model without its backbone, with the full model's attribute names."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.neck = Neck(config)
+        self.head = DiffusionHead(config)
+        self.aux_head = AuxHead(config)
+
+
+@pytest.fixture(scope="module")
+def io() -> dict[str, torch.Tensor]:
+    return load_file(ORACLE / "head_oracle_io.safetensors")
+
+
+@pytest.fixture(scope="module")
+def model() -> NeckAndHeads:
+    values, state, _ = map_head_keys(load_file(ORACLE / "head_oracle.safetensors"), head_heads=4, gn_groups=4)
+    # the oracle's stage widths 8, 16, 32, 64
+    net = NeckAndHeads(replace(ModelConfig(), dims=8, depths=(1, 1, 1, 1), **values))
+    net.load_state_dict(state, strict=True)
+    return net.eval()
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
+    """max |actual − expected| ≤ REL · max |expected|."""
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    err = (actual.double() - expected.double()).abs().max().item()
+    scale = expected.double().abs().max().item()
+    assert err <= REL * scale, f"{what}: max abs error {err:.3g} > {REL:g} × {scale:.3g}"
+
+
+def stage_inputs(io: dict[str, torch.Tensor], prefix: str) -> list[torch.Tensor]:
+    return [io[f"{prefix}.in{i}"] for i in range(4)]
+
+
+def test_map_head_keys_infers_the_oracle_sizes() -> None:
+    values, state, report = map_head_keys(load_file(ORACLE / "head_oracle.safetensors"), head_heads=4, gn_groups=4)
+    assert values == {
+        "neck_channels": 32,
+        "num_classes": 7,
+        "head_layers": 2,
+        "head_ffn": 64,
+        "learned_sinusoidal_dim": 16,
+        "head_heads": 4,
+        "head_points": 4,
+        "gn_groups": 4,
+    }
+    assert len(state) == 81 and len(report) == 3
+
+
+@torch.no_grad()
+def test_neck_matches_oracle(model: NeckAndHeads, io: dict[str, torch.Tensor]) -> None:
+    assert_close(model.neck(stage_inputs(io, "neck")), io["neck.out"], "neck.out")
+
+
+def test_schedule_matches_oracle_in_float32(io: dict[str, torch.Tensor]) -> None:
+    for k, (t_now, t_next) in enumerate(ddim_times(3)):
+        step = f"ddim.step{k}."
+        now = torch.tensor([t_now], dtype=torch.float32)
+        nxt = torch.tensor([t_next], dtype=torch.float32)
+        assert torch.equal(now, io[step + "t_now"]) and torch.equal(nxt, io[step + "t_next"])
+        for got, key in [(log_snr(now), "log_snr"), (log_snr(nxt), "log_snr_next")]:
+            torch.testing.assert_close(got, io[step + key], rtol=1e-6, atol=0)
+        alpha, sigma = alpha_sigma(log_snr(now))
+        torch.testing.assert_close(alpha, io[step + "alpha"], rtol=1e-6, atol=0)
+        torch.testing.assert_close(sigma, io[step + "sigma"], rtol=1e-6, atol=0)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_ddim_step_teacher_forced_matches_oracle(model: NeckAndHeads, io: dict[str, torch.Tensor], k: int) -> None:
+    step, head = f"ddim.step{k}.", model.head
+    feature, latent = io["ddim.neck_out"], io[step + "latent_in"]
+    assert_close(head.time_embed(io[step + "log_snr"]), io[step + "time_emb"], "time_emb")
+    assert_close(head.input_proj(torch.cat([feature, latent], 1)), io[step + "transform_out"], "transform_out")
+    out = head.ddim_step(feature, latent, *ddim_times(3)[k])
+    assert_close(out.logits, io[step + "logits"], "logits")
+    assert torch.equal(out.logits.argmax(1), io[step + "argmax"])
+    assert_close(out.mask_pred, io[step + "mask_pred"], "mask_pred")
+    assert_close(out.pred_noise, io[step + "pred_noise"], "pred_noise")
+    assert_close(out.latent, io[step + "latent_out"], "latent_out")
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("case", ["ddim", "rect"])
+def test_free_ddim_run_matches_oracle(model: NeckAndHeads, io: dict[str, torch.Tensor], case: str) -> None:
+    feature = model.neck(stage_inputs(io, case))
+    assert_close(feature, io[f"{case}.neck_out"], "neck_out")
+    logits = model.head.sample(feature, io[f"{case}.init_latent"], steps=3)
+    assert_close(logits, io[f"{case}.final_logits_s4"], "final_logits_s4")
+    full = io[f"{case}.final_logits"]
+    assert_close(upsample_logits(logits, full.shape[-2:]), full, "final_logits")
+
+
+@torch.no_grad()
+def test_training_forward_matches_oracle(model: NeckAndHeads, io: dict[str, torch.Tensor]) -> None:
+    label = io["train.gt"][:, 0]
+    feature = io["train.neck_out"]
+    decode = model.head.train_logits(feature, label, io["train.t"], io["train.noise"])
+    aux = model.aux_head(feature)
+    assert_close(decode, io["train.decode_logits"], "decode_logits")
+    assert_close(aux, io["train.aux_logits"], "aux_logits")
+    loss_decode = segmentation_loss(decode, label)
+    loss_aux = 0.4 * segmentation_loss(aux, label)
+    assert_close(loss_decode.reshape(1), io["train.loss.decode.loss_ce"], "loss_decode")
+    assert_close(loss_aux.reshape(1), io["train.loss.aux.loss_ce"], "loss_aux")
+    assert abs(loss_decode.item() - 2.5596163) < 1e-4 * 2.56
+    assert abs(loss_aux.item() - 0.7363928) < 1e-4 * 0.74
+    assert_close(pixel_accuracy(decode, label).reshape(1), io["train.loss.decode.acc_seg"], "decode acc")
+    assert_close(pixel_accuracy(aux, label).reshape(1), io["train.loss.aux.acc_seg"], "aux acc")
