@@ -1,0 +1,71 @@
+"""Shared fixtures: seeded selective-scan inputs and the scaled-error comparison the kernel tests use."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def _scan_inputs(
+    b: int,
+    d: int,
+    length: int,
+    n: int,
+    groups: int | None = None,
+    *,
+    D: bool = True,
+    z: bool = True,
+    delta_bias: bool = True,
+    delta_softplus: bool = True,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> dict:
+    """Keyword arguments for `selective_scan`, drawn like mamba-ssm's own tests (decay in (0, 1) per step).
+
+    B and C are (b, n, l) when `groups` is None, else (b, groups, n, l). u, delta, B, C, z get `dtype`;
+    the parameters A, D, delta_bias stay float32 (as model weights do) unless `dtype` is float64.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    bc_shape = (b, n, length) if groups is None else (b, groups, n, length)
+    param_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+
+    def draw(*shape: int, kind: str = "normal") -> torch.Tensor:
+        t = torch.randn(shape, generator=gen) if kind == "normal" else torch.rand(shape, generator=gen)
+        return t.to(dtype)
+
+    return {
+        "u": draw(b, d, length),
+        "delta": 0.5 * draw(b, d, length, kind="uniform"),
+        "A": -(0.05 + 1.95 * torch.rand(d, n, generator=gen)).to(param_dtype),
+        "B": draw(*bc_shape),
+        "C": draw(*bc_shape),
+        "D": torch.randn(d, generator=gen).to(param_dtype) if D else None,
+        "z": draw(b, d, length) if z else None,
+        "delta_bias": (0.5 * torch.rand(d, generator=gen)).to(param_dtype) if delta_bias else None,
+        "delta_softplus": delta_softplus,
+    }
+
+
+@pytest.fixture
+def make_scan_inputs():
+    """Factory: `make_scan_inputs(b, d, l, n, groups=None, D=..., z=..., delta_bias=..., delta_softplus=...)`."""
+    return _scan_inputs
+
+
+def _assert_scaled_close(
+    actual: torch.Tensor, expected: torch.Tensor, rel: float, what: str = "output", floor: float = 1.0
+) -> None:
+    """max |actual - expected| <= rel * max(floor, max |expected|), in float64; `actual` must be finite."""
+    actual = actual.detach().cpu().double()
+    expected = expected.detach().cpu().double()
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert torch.isfinite(actual).all(), f"{what}: non-finite values"
+    scale = max(floor, expected.abs().max().item()) if expected.numel() else 1.0
+    err = (actual - expected).abs().max().item() if expected.numel() else 0.0
+    assert err <= rel * scale, f"{what}: max abs error {err:.3g} > {rel:g} x {scale:.3g}"
+
+
+@pytest.fixture
+def assert_scaled_close():
+    """`assert_scaled_close(actual, expected, rel, what, floor=1)`: see `_assert_scaled_close`."""
+    return _assert_scaled_close
