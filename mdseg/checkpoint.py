@@ -62,11 +62,12 @@ def convert_release_state_dict(
 
     values = infer_backbone_config(backbone_sd)
     imported = map_backbone_state_dict(backbone_sd)
+    as_given = (lambda key: _BACKBONE_PREFIX + key) if full else (lambda key: key)  # name keys as the user has them
     report = ConversionReport(
         mapped=len(imported.state_dict),
-        dropped=imported.dropped,
+        dropped=[as_given(line) for line in imported.dropped],
         dropped_params=imported.dropped_params,
-        unaccounted=[(_BACKBONE_PREFIX + k if full else k) for k in imported.unaccounted],
+        unaccounted=[as_given(key) for key in imported.unaccounted],
     )
     ours = {_BACKBONE_PREFIX + k: v for k, v in imported.state_dict.items()}
 
