@@ -13,6 +13,7 @@ small values and underflowed decays give gradients that are exactly zero in the 
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import pytest
@@ -115,6 +116,7 @@ def test_cpu_backward_passes_float64_gradcheck(backend, b, d, length, n, groups,
     assert torch.autograd.gradcheck(scan, leaves, eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
+@functools.cache
 def _long_inputs(regime: str) -> dict:
     gen = torch.Generator().manual_seed(21)
     b, d, n = 1, 4, 16
@@ -148,22 +150,35 @@ def _closed_form_last_state(u, delta, A, B, C) -> torch.Tensor:
 REGIMES = ["strong-decay", "near-zero-decay"]
 
 
-@pytest.fixture(scope="module", params=REGIMES)
-def long_inputs(request) -> dict:
-    return _long_inputs(request.param)
+@functools.cache
+def _long_forward(backend: str, regime: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, last state) of the long scan, computed once per backend and regime for the tests below."""
+    return selective_scan(**_long_inputs(regime), return_last_state=True, backend=backend)
+
+
+@pytest.fixture(params=REGIMES)
+def regime(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def long_inputs(regime) -> dict:
+    return _long_inputs(regime)
 
 
 @pytest.mark.parametrize("backend", GRAD_BACKENDS)
-def test_long_sequence_output_is_finite_and_matches_reference_on_prefix(backend, long_inputs, assert_scaled_close):
-    out = selective_scan(**long_inputs, backend=backend)
+def test_long_sequence_output_is_finite_and_matches_reference_on_prefix(
+    backend, regime, long_inputs, assert_scaled_close
+):
+    out, _ = _long_forward(backend, regime)
     assert torch.isfinite(out).all()
     expected = selective_scan(**_prefix(long_inputs, PREFIX), backend="reference")
     assert_scaled_close(out[..., :PREFIX], expected, REL, "prefix", floor=TINY)
 
 
 @pytest.mark.parametrize("backend", GRAD_BACKENDS)
-def test_long_sequence_last_state_matches_closed_form(backend, long_inputs, assert_scaled_close):
-    _, state = selective_scan(**long_inputs, return_last_state=True, backend=backend)
+def test_long_sequence_last_state_matches_closed_form(backend, regime, long_inputs, assert_scaled_close):
+    _, state = _long_forward(backend, regime)
     assert_scaled_close(state, _closed_form_last_state(**long_inputs), 1e-3, "last state", floor=TINY)
 
 
