@@ -1,0 +1,519 @@
+"""The `cpu` backend: selective scan forward and backward as numba kernels.
+
+Why it is fast: one thread scans one channel row at a time; everything that does not depend on the running
+state (softplus, exp(Δ·A), Δ·u, the z gate) is computed in separate loops over time that LLVM vectorises,
+and `exp`/`log1p` are our own branch-free float32 routines (range reduction + polynomial, exponent built by
+a bit cast) because libm calls do not vectorise. For d_state > 1 the inner loop runs over the state
+dimension, so the n exponentials of one step go through the SIMD units together. Only the recurrence
+itself stays sequential.
+
+The backward recomputes the forward states of a row into a per-thread buffer, then runs the reverse-time
+scan h_t = a_{t+1}·h_{t+1} + ∂L/∂y_t·C_t. Gradients of B and C (shared by the channels of a group) are
+summed per work unit into private buffers and reduced afterwards, so no two threads write the same memory
+and the result does not depend on the thread count.
+
+float32 uses the fast routines (relative error ~2e-7); float64 uses libm (exact, for gradcheck);
+half-precision inputs are computed in float32 and returned in their own dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
+from torch import Tensor
+
+_F32 = np.float32
+_LOG2E = _F32(1.4426950408889634)
+_LN2_HI = _F32(0.693359375)
+_LN2_LO = _F32(-2.12194440e-4)
+_EXP_LO = _F32(-87.0)
+_EXP_HI = _F32(88.0)
+_C2, _C3, _C4, _C5, _C6 = (_F32(1 / math.factorial(k)) for k in range(2, 7))
+_ONE = _F32(1.0)
+_TWO = _F32(2.0)
+_ZERO = _F32(0.0)
+_A3, _A5, _A7, _A9, _A11 = (_F32(1.0 / k) for k in (3, 5, 7, 9, 11))
+
+# No Python zero-division checks (they block vectorisation of every loop with a division); fast math.
+_JIT = {"fastmath": True, "error_model": "numpy"}
+_FASTMATH = True
+
+# Work units for the backward: at least this many per scan so every core gets work whatever the batch.
+_MIN_UNITS = 16
+
+
+@intrinsic
+def _bits_to_f32(typingctx, bits):
+    """Reinterpret the low 32 bits of an integer as a float32 (vectorisable, unlike a libm call)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        value = args[0]
+        if value.type.width != 32:
+            value = builder.trunc(value, ir.IntType(32))
+        return builder.bitcast(value, ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+@njit(inline="always", fastmath=True, error_model="numpy")
+def _exp_f32(x):
+    x = min(max(x, _EXP_LO), _EXP_HI)
+    k = np.floor(x * _LOG2E + _F32(0.5))
+    r = x - k * _LN2_HI - k * _LN2_LO
+    p = _ONE + r * (_ONE + r * (_C2 + r * (_C3 + r * (_C4 + r * (_C5 + r * _C6)))))
+    return p * _bits_to_f32((np.int32(k) + np.int32(127)) << np.int32(23))
+
+
+def _exp(x):
+    """exp(x): fast polynomial for float32, libm for float64 (pure-Python meaning for the overload)."""
+    return math.exp(x)
+
+
+@overload(_exp, inline="always", jit_options=_JIT)
+def _exp_overload(x):
+    if x == types.float32:
+        return lambda x: _exp_f32(x)
+    return lambda x: math.exp(x)
+
+
+def _log1p_unit(e):
+    """log1p(e) for e in [0, 1]."""
+    return math.log1p(e)
+
+
+@overload(_log1p_unit, inline="always", jit_options=_JIT)
+def _log1p_unit_overload(e):
+    if e == types.float32:
+
+        def impl(e):
+            # log1p(e) = 2·atanh(s) with s = e / (2 + e) in [0, 1/3]: odd series, accurate for tiny e too.
+            s = e / (_TWO + e)
+            s2 = s * s
+            return _TWO * s * (_ONE + s2 * (_A3 + s2 * (_A5 + s2 * (_A7 + s2 * (_A9 + s2 * _A11)))))
+
+        return impl
+    return lambda e: math.log1p(e)
+
+
+def _softplus(v):
+    """log(1 + exp(v)), overflow-free."""
+    return max(v, 0.0) + math.log1p(math.exp(-abs(v)))
+
+
+@overload(_softplus, inline="always", jit_options=_JIT)
+def _softplus_overload(v):
+    if v == types.float32:
+        return lambda v: max(v, _ZERO) + _log1p_unit(_exp_f32(-abs(v)))
+    return lambda v: max(v, 0.0) + math.log1p(math.exp(-abs(v)))
+
+
+def _sigmoid(v):
+    return 1.0 / (1.0 + math.exp(-v))
+
+
+@overload(_sigmoid, inline="always", jit_options=_JIT)
+def _sigmoid_overload(v):
+    if v == types.float32:
+        return lambda v: _ONE / (_ONE + _exp_f32(-v))
+    return lambda v: 1.0 / (1.0 + math.exp(-v))
+
+
+def _one(arr):
+    """1 in the array's dtype (numba would promote a bare literal mixed with float32 to float64)."""
+    return arr.dtype.type(1)
+
+
+@overload(_one, inline="always", jit_options=_JIT)
+def _one_overload(arr):
+    if arr.dtype == types.float32:
+        return lambda arr: _ONE
+    return lambda arr: 1.0
+
+
+@njit(inline="always", **_JIT)
+def _decay_and_input(delta_row, u_row, B_row, bias, a0, softplus, decay, inp):
+    """d_state 1: decay_t = exp(dt_t·a0) and input_t = dt_t·u_t·B_t, with dt = softplus(delta + bias)."""
+    if softplus:
+        for t in range(decay.shape[0]):
+            dtv = _softplus(delta_row[t] + bias)
+            decay[t] = _exp(dtv * a0)
+            inp[t] = dtv * u_row[t] * B_row[t, 0]
+    else:
+        for t in range(decay.shape[0]):
+            dtv = delta_row[t] + bias
+            decay[t] = _exp(dtv * a0)
+            inp[t] = dtv * u_row[t] * B_row[t, 0]
+
+
+@njit(inline="always", **_JIT)
+def _time_steps(delta_row, bias, softplus, dt):
+    """dt = softplus(delta + bias), or delta + bias, for one row."""
+    if softplus:
+        for t in range(dt.shape[0]):
+            dt[t] = _softplus(delta_row[t] + bias)
+    else:
+        for t in range(dt.shape[0]):
+            dt[t] = delta_row[t] + bias
+
+
+@njit(inline="always", **_JIT)
+def _skip_and_gate(out_row, u_row, z_row, dskip, has_d, has_z):
+    """out = (y + D·u)·silu(z), in place on y."""
+    if has_d:
+        for t in range(out_row.shape[0]):
+            out_row[t] += dskip * u_row[t]
+    if has_z:
+        for t in range(out_row.shape[0]):
+            out_row[t] *= z_row[t] * _sigmoid(z_row[t])
+
+
+# Rows scanned together when d_state is 1: their independent recurrences overlap in the pipeline
+# (one chain alone waits on the latency of each multiply-add).
+_ROWS = 4
+
+
+@njit(parallel=True, cache=True, **_JIT)
+def _forward(u, delta, A, Bt, Ct, Dv, z, bias, softplus, has_d, has_z, has_bias, out, last):  # noqa: C901
+    """u, delta, z, out: (b, d, l); A (d, n); Bt, Ct (b, g, l, n); Dv, bias (d,); last (b, d, n)."""
+    nbatch, nchan, length = u.shape
+    nstate = A.shape[1]
+    per_group = nchan // Bt.shape[1]
+    nrows = nbatch * nchan
+    one = _one(u)
+    zero = one - one
+    for block in prange((nrows + _ROWS - 1) // _ROWS):
+        first = np.int64(block) * _ROWS
+        count = min(_ROWS, nrows - first)
+        if nstate == 1:
+            decay = np.empty((_ROWS, length), u.dtype)
+            inp = np.empty((_ROWS, length), u.dtype)
+            for k in range(count):
+                bi, di = divmod(first + k, nchan)
+                gi = di // per_group
+                _decay_and_input(delta[bi, di], u[bi, di], Bt[bi, gi], bias[di] if has_bias else zero,
+                                 A[di, 0], softplus, decay[k], inp[k])  # fmt: skip
+            if count == _ROWS:
+                b0, d0 = divmod(first, nchan)
+                b1, d1 = divmod(first + 1, nchan)
+                b2, d2 = divmod(first + 2, nchan)
+                b3, d3 = divmod(first + 3, nchan)
+                c0 = Ct[b0, d0 // per_group, :, 0]
+                c1 = Ct[b1, d1 // per_group, :, 0]
+                c2 = Ct[b2, d2 // per_group, :, 0]
+                c3 = Ct[b3, d3 // per_group, :, 0]
+                o0 = out[b0, d0]
+                o1 = out[b1, d1]
+                o2 = out[b2, d2]
+                o3 = out[b3, d3]
+                x0 = zero
+                x1 = zero
+                x2 = zero
+                x3 = zero
+                for t in range(length):
+                    x0 = decay[0, t] * x0 + inp[0, t]
+                    x1 = decay[1, t] * x1 + inp[1, t]
+                    x2 = decay[2, t] * x2 + inp[2, t]
+                    x3 = decay[3, t] * x3 + inp[3, t]
+                    o0[t] = x0 * c0[t]
+                    o1[t] = x1 * c1[t]
+                    o2[t] = x2 * c2[t]
+                    o3[t] = x3 * c3[t]
+                last[b0, d0, 0] = x0
+                last[b1, d1, 0] = x1
+                last[b2, d2, 0] = x2
+                last[b3, d3, 0] = x3
+            else:
+                for k in range(count):
+                    bi, di = divmod(first + k, nchan)
+                    c_row = Ct[bi, di // per_group, :, 0]
+                    o_row = out[bi, di]
+                    xv = zero
+                    for t in range(length):
+                        xv = decay[k, t] * xv + inp[k, t]
+                        o_row[t] = xv * c_row[t]
+                    last[bi, di, 0] = xv
+        else:
+            dt = np.empty(length, u.dtype)
+            x = np.empty(nstate, u.dtype)
+            for k in range(count):
+                bi, di = divmod(first + k, nchan)
+                gi = di // per_group
+                u_row = u[bi, di]
+                o_row = out[bi, di]
+                B_row = Bt[bi, gi]
+                C_row = Ct[bi, gi]
+                A_row = A[di]
+                _time_steps(delta[bi, di], bias[di] if has_bias else zero, softplus, dt)
+                for n in range(nstate):
+                    x[n] = zero
+                for t in range(length):
+                    dtv = dt[t]
+                    duv = dtv * u_row[t]
+                    acc = zero
+                    for n in range(nstate):
+                        xn = _exp(dtv * A_row[n]) * x[n] + duv * B_row[t, n]
+                        x[n] = xn
+                        acc += xn * C_row[t, n]
+                    o_row[t] = acc
+                for n in range(nstate):
+                    last[bi, di, n] = x[n]
+        for k in range(count):
+            bi, di = divmod(first + k, nchan)
+            _skip_and_gate(out[bi, di], u[bi, di], z[bi, di] if has_z else u[bi, di],
+                           Dv[di] if has_d else zero, has_d, has_z)  # fmt: skip
+
+
+@njit(parallel=True, cache=True, **_JIT)
+def _backward(  # noqa: C901
+    u, delta, A, Bt, Ct, Dv, z, bias, softplus, has_d, has_z, has_bias, dout, splits,
+    du_out, ddelta, dz, dA_part, dD_part, dbias_part, dB_part, dC_part,
+):  # fmt: skip
+    """Gradients. Work unit = (batch, group, split): a contiguous run of the group's channels.
+
+    Per-row partials: dA_part (b, d, n), dD_part, dbias_part (b, d). Per-unit partials: dB_part, dC_part
+    (b, g, splits, l, n), summed over the unit's channels.
+    """
+    nbatch, nchan, length = u.shape
+    nstate = A.shape[1]
+    ngroups = Bt.shape[1]
+    per_group = nchan // ngroups
+    per_split = (per_group + splits - 1) // splits
+    one = _one(u)
+    zero = one - one
+    for unit in prange(nbatch * ngroups * splits):
+        bi, rest = divmod(np.int64(unit), ngroups * splits)
+        gi, si = divmod(rest, splits)
+        first = gi * per_group + si * per_split
+        stop = min(first + per_split, (gi + 1) * per_group)
+        B_row = Bt[bi, gi]
+        C_row = Ct[bi, gi]
+        dB_row = dB_part[bi, gi, si]
+        dC_row = dC_part[bi, gi, si]
+        xs = np.empty((length + 1, nstate), u.dtype)  # xs[t + 1] = state after step t; xs[0] = 0
+        dt = np.empty(length, u.dtype)
+        gy = np.empty(length, u.dtype)
+        decay = np.empty(length + 1, u.dtype)
+        inp = np.empty(length, u.dtype)
+        hs = np.empty(length, u.dtype)
+        h = np.empty(nstate, u.dtype)
+        gA = np.empty(nstate, u.dtype)
+        for di in range(first, stop):
+            u_row = u[bi, di]
+            delta_row = delta[bi, di]
+            A_row = A[di]
+            dbias = bias[di] if has_bias else zero
+            dskip = Dv[di] if has_d else zero
+            # recompute this row's forward states
+            _time_steps(delta_row, dbias, softplus, dt)
+            for n in range(nstate):
+                xs[0, n] = zero
+            if nstate == 1:
+                _decay_and_input(delta_row, u_row, B_row, dbias, A_row[0], softplus, decay[:length], inp)
+                xv = zero
+                for t in range(length):
+                    xv = decay[t] * xv + inp[t]
+                    xs[t + 1, 0] = xv
+            else:
+                for t in range(length):
+                    dtv = dt[t]
+                    duv = dtv * u_row[t]
+                    for n in range(nstate):
+                        xs[t + 1, n] = _exp(dtv * A_row[n]) * xs[t, n] + duv * B_row[t, n]
+            # gradient through the gate and the skip: gy = dL/dy
+            dout_row = dout[bi, di]
+            if has_z:
+                z_row = z[bi, di]
+                dz_row = dz[bi, di]
+                for t in range(length):
+                    yt = dskip * u_row[t]
+                    for n in range(nstate):
+                        yt += C_row[t, n] * xs[t + 1, n]
+                    sz = _sigmoid(z_row[t])
+                    dz_row[t] = dout_row[t] * yt * sz * (one + z_row[t] * (one - sz))
+                    gy[t] = dout_row[t] * z_row[t] * sz
+            else:
+                for t in range(length):
+                    gy[t] = dout_row[t]
+            gskip = zero
+            for t in range(length):
+                gskip += gy[t] * u_row[t]
+            dD_part[bi, di] = gskip
+            # reverse-time scan: h_t = dL/dx_t = gy_t·C_t + a_{t+1}·h_{t+1}
+            du_row = du_out[bi, di]
+            ddelta_row = ddelta[bi, di]
+            if nstate == 1:
+                a0 = A_row[0]
+                decay[length] = zero
+                hv = zero
+                for t in range(length - 1, -1, -1):
+                    hv = decay[t + 1] * hv + gy[t] * C_row[t, 0]
+                    hs[t] = hv
+                ga_sum = zero
+                for t in range(length):
+                    hv = hs[t]
+                    dtv = dt[t]
+                    ut = u_row[t]
+                    dC_row[t, 0] += gy[t] * xs[t + 1, 0]
+                    dB_row[t, 0] += hv * dtv * ut
+                    ga = hv * xs[t, 0] * decay[t]
+                    ga_sum += ga * dtv
+                    gdu = hv * B_row[t, 0]
+                    du_row[t] = gy[t] * dskip + gdu * dtv
+                    ddelta_row[t] = ga * a0 + gdu * ut
+                gA[0] = ga_sum
+            else:
+                for n in range(nstate):
+                    h[n] = zero
+                    gA[n] = zero
+                for t in range(length - 1, -1, -1):
+                    g = gy[t]
+                    dtv = dt[t]
+                    ut = u_row[t]
+                    dut = dtv * ut
+                    gdt = zero
+                    gdu = zero
+                    for n in range(nstate):
+                        a = _exp(dtv * A_row[n])
+                        hn = h[n] + g * C_row[t, n]
+                        dC_row[t, n] += g * xs[t + 1, n]
+                        dB_row[t, n] += hn * dut
+                        ga = hn * xs[t, n] * a
+                        gdt += ga * A_row[n]
+                        gA[n] += ga * dtv
+                        gdu += hn * B_row[t, n]
+                        h[n] = hn * a
+                    du_row[t] = g * dskip + gdu * dtv
+                    ddelta_row[t] = gdt + gdu * ut
+            # through softplus: d softplus(v)/dv = sigmoid(v)
+            if softplus:
+                for t in range(length):
+                    ddelta_row[t] *= _sigmoid(delta_row[t] + dbias)
+            gbias = zero
+            for t in range(length):
+                gbias += ddelta_row[t]
+            dbias_part[bi, di] = gbias
+            for n in range(nstate):
+                dA_part[bi, di, n] = gA[n]
+
+
+def _set_threads() -> None:
+    """Use as many numba threads as torch does (so `--threads` / torch.set_num_threads rule both)."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _grouped_t(bc: Tensor, dtype: torch.dtype) -> Tensor:
+    """(b, n, l) or (b, g, n, l) -> contiguous (b, g, l, n): the state dimension innermost for the kernels."""
+    if bc.dim() == 3:
+        bc = bc.unsqueeze(1)
+    return bc.to(dtype).transpose(2, 3).contiguous()
+
+
+def _np(t: Tensor | None, dtype: torch.dtype, ndim: int) -> np.ndarray:
+    if t is None:
+        return np.empty((0,) * ndim, dtype=np.float64 if dtype == torch.float64 else np.float32)
+    return t.detach().to(dtype).contiguous().numpy()
+
+
+def _splits(nbatch: int, ngroups: int, per_group: int) -> int:
+    """Channel splits per (batch, group) for the backward; depends on shapes only (deterministic sums)."""
+    return max(1, min(per_group, -(-_MIN_UNITS // (nbatch * ngroups))))
+
+
+class _SelectiveScanCPU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+        dtype = _compute_dtype(u.dtype)
+        nbatch, nchan, _ = u.shape
+        arrays = (
+            _np(u, dtype, 3),
+            _np(delta, dtype, 3),
+            _np(A, dtype, 2),
+            _grouped_t(B.detach(), dtype).numpy(),
+            _grouped_t(C.detach(), dtype).numpy(),
+            _np(D, dtype, 1),
+            _np(z, dtype, 3),
+            _np(delta_bias, dtype, 1),
+        )
+        out = torch.empty(u.shape, dtype=dtype)
+        last = torch.empty(nbatch, nchan, A.shape[1], dtype=dtype)
+        _set_threads()
+        _forward(*arrays, bool(delta_softplus), D is not None, z is not None, delta_bias is not None,
+                 out.numpy(), last.numpy())  # fmt: skip
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
+        ctx.delta_softplus = bool(delta_softplus)
+        ctx.mark_non_differentiable(last)
+        return out.to(u.dtype), last.float()
+
+    @staticmethod
+    def backward(ctx, dout, _dlast):
+        u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
+        dtype = _compute_dtype(u.dtype)
+        nbatch, nchan, length = u.shape
+        nstate = A.shape[1]
+        Bt = _grouped_t(B, dtype)
+        Ct = _grouped_t(C, dtype)
+        ngroups = Bt.shape[1]
+        splits = _splits(nbatch, ngroups, nchan // ngroups)
+        du = torch.empty(u.shape, dtype=dtype)
+        ddelta = torch.empty(u.shape, dtype=dtype)
+        dz = torch.zeros(u.shape if z is not None else (0, 0, 0), dtype=dtype)
+        dA_part = torch.empty(nbatch, nchan, nstate, dtype=dtype)
+        dD_part = torch.empty(nbatch, nchan, dtype=dtype)
+        dbias_part = torch.empty(nbatch, nchan, dtype=dtype)
+        dB_part = torch.zeros(nbatch, ngroups, splits, length, nstate, dtype=dtype)
+        dC_part = torch.zeros(nbatch, ngroups, splits, length, nstate, dtype=dtype)
+        _set_threads()
+        _backward(
+            _np(u, dtype, 3), _np(delta, dtype, 3), _np(A, dtype, 2), Bt.numpy(), Ct.numpy(),
+            _np(D, dtype, 1), _np(z, dtype, 3), _np(delta_bias, dtype, 1),
+            ctx.delta_softplus, D is not None, z is not None, delta_bias is not None,
+            _np(dout, dtype, 3), splits,
+            du.numpy(), ddelta.numpy(), dz.numpy(), dA_part.numpy(), dD_part.numpy(), dbias_part.numpy(),
+            dB_part.numpy(), dC_part.numpy(),
+        )  # fmt: skip
+
+        def back_bc(part: Tensor, like: Tensor) -> Tensor:
+            grad = part.sum(2).transpose(2, 3)  # (b, g, n, l)
+            return (grad.squeeze(1) if like.dim() == 3 else grad).to(like.dtype)
+
+        return (
+            du.to(u.dtype),
+            ddelta.to(delta.dtype),
+            dA_part.sum(0).to(A.dtype),
+            back_bc(dB_part, B),
+            back_bc(dC_part, C),
+            None if D is None else dD_part.sum(0).to(D.dtype),
+            None if z is None else dz.to(z.dtype),
+            None if delta_bias is None else dbias_part.sum(0).to(delta_bias.dtype),
+            None,
+            None,
+        )
+
+
+def selective_scan_cpu(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Same contract as `selective_scan_reference`, on CPU tensors, with a backward."""
+    out, last = _SelectiveScanCPU.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    return (out, last) if return_last_state else out
