@@ -305,6 +305,8 @@ def _backward(  # noqa: C901
         hs = np.empty(length, u.dtype)
         h = np.empty(nstate, u.dtype)
         gA = np.empty(nstate, u.dtype)
+        a_buf = np.empty(nstate, u.dtype)
+        hn_buf = np.empty(nstate, u.dtype)
         for di in range(first, stop):
             u_row = u[bi, di]
             delta_row = delta[bi, di]
@@ -316,7 +318,10 @@ def _backward(  # noqa: C901
             for n in range(nstate):
                 xs[0, n] = zero
             if nstate == 1:
-                _decay_and_input(delta_row, u_row, B_row, dbias, A_row[0], softplus, decay[:length], inp)
+                a0 = A_row[0]
+                for t in range(length):
+                    decay[t] = _exp(dt[t] * a0)
+                    inp[t] = dt[t] * u_row[t] * B_row[t, 0]
                 xv = zero
                 for t in range(length):
                     xv = decay[t] * xv + inp[t]
@@ -373,23 +378,33 @@ def _backward(  # noqa: C901
                 for n in range(nstate):
                     h[n] = zero
                     gA[n] = zero
+                # Each inner loop touches few arrays: with more, LLVM's alias checks give up on vectorising.
                 for t in range(length - 1, -1, -1):
                     g = gy[t]
                     dtv = dt[t]
                     ut = u_row[t]
                     dut = dtv * ut
+                    x_prev = xs[t]
+                    x_now = xs[t + 1]
+                    c_t = C_row[t]
+                    b_t = B_row[t]
+                    dc_t = dC_row[t]
+                    db_t = dB_row[t]
+                    for n in range(nstate):
+                        a_buf[n] = _exp(dtv * A_row[n])
+                        hn_buf[n] = h[n] + g * c_t[n]
+                    for n in range(nstate):
+                        dc_t[n] += g * x_now[n]
+                        db_t[n] += hn_buf[n] * dut
                     gdt = zero
                     gdu = zero
                     for n in range(nstate):
-                        a = _exp(dtv * A_row[n])
-                        hn = h[n] + g * C_row[t, n]
-                        dC_row[t, n] += g * xs[t + 1, n]
-                        dB_row[t, n] += hn * dut
-                        ga = hn * xs[t, n] * a
+                        ga = hn_buf[n] * x_prev[n] * a_buf[n]
                         gdt += ga * A_row[n]
                         gA[n] += ga * dtv
-                        gdu += hn * B_row[t, n]
-                        h[n] = hn * a
+                        gdu += hn_buf[n] * b_t[n]
+                    for n in range(nstate):
+                        h[n] = hn_buf[n] * a_buf[n]
                     du_row[t] = g * dskip + gdu * dtv
                     ddelta_row[t] = gdt + gdu * ut
             # through softplus: d softplus(v)/dv = sigmoid(v)
