@@ -29,11 +29,18 @@ def _root() -> None:
 
 
 @app.command()
-def info() -> None:
+def info(
+    model: str | None = typer.Option(
+        None, "--model", help="Also cost a model preset (tiny, small, paper): parameters and GFLOPs per tile."
+    ),
+    tile: int = typer.Option(256, "--tile", min=32, help="Tile size in pixels for the GFLOPs count."),
+) -> None:
     """Show versions, threads, CUDA devices and which selective-scan backend runs where."""
-    from mdseg.info import environment_report
+    from mdseg.info import environment_report, model_report
 
     console.print(environment_report())
+    if model is not None:
+        console.print(model_report(model, tile))
 
 
 def main() -> None:

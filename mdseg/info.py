@@ -49,3 +49,31 @@ def environment_report() -> Table:
         except MdsegError as exc:
             table.add_row(ENV_VAR, f"[red]{exc}[/]")
     return table
+
+
+def model_report(preset_name: str, tile: int = 256) -> Table:
+    """Parameters (ours and the release's) and GFLOPs per tile of a preset, split by part."""
+    from mdseg.config import preset
+    from mdseg.models.cost import model_cost
+
+    cost = model_cost(preset(preset_name), tile=tile)
+    table = Table(title=f"model preset {preset_name!r}, {tile}×{tile} tile", title_justify="left")
+    table.add_column("part")
+    table.add_column("parameters", justify="right")
+    table.add_column("GFLOPs", justify="right")
+    gflops = cost.gflops
+    rows = [
+        ("encoders (both streams)", None, gflops["encoder"]),
+        ("fusion (DCF + DS-S4)", None, gflops["fusion"]),
+        ("backbone", cost.parameters_by_part["backbone"], None),
+        ("neck", cost.parameters_by_part["neck"], gflops["neck"]),
+        ("diffusion head, per step", cost.parameters_by_part["head"], gflops["head per step"]),
+        ("auxiliary head (training only)", cost.parameters_by_part["aux head"], gflops["aux head (training)"]),
+    ]
+    for name, params, flops in rows:
+        table.add_row(name, "" if params is None else f"{params:,}", "" if flops is None else f"{flops:.2f}")
+    table.add_row("[bold]total (ours)", f"[bold]{cost.parameters:,}", "")
+    table.add_row("release's count (with its dead weights)", f"{cost.release_parameters:,}", "", style="dim")
+    for steps in (1, 3, 10):
+        table.add_row(f"inference, steps={steps}", "", f"{cost.gflops_total(steps):.2f}")
+    return table
