@@ -7,3 +7,23 @@ class MdsegError(Exception):
 
 class BackendUnavailableError(MdsegError):
     """A scan backend was asked for by name but cannot run here."""
+
+
+class InputFileError(MdsegError):
+    """An input raster is missing, unreadable, or not a raster GDAL can open."""
+
+
+class BandSelectionError(MdsegError):
+    """The bands asked for do not exist in a raster, or their count is not what the model expects."""
+
+
+class GeoreferenceError(MdsegError):
+    """Inputs lack a CRS, do not overlap, or sit on different grids where the same grid is required."""
+
+
+class OutputError(MdsegError):
+    """An output cannot be written where it was asked for."""
+
+
+class OutputExistsError(OutputError):
+    """An output file already exists and overwriting was not asked for."""

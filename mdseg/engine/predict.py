@@ -1,0 +1,503 @@
+"""Whole-scene inference: tile an optical + SAR pair, run a predictor, blend, and stream a land-cover COG."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import rasterio
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+import mdseg
+from mdseg.geo.atomic import AtomicOutputs
+from mdseg.geo.blend import BlendedRows, RowBlender
+from mdseg.geo.grid import Grid, pixel_areas_m2
+from mdseg.geo.pair import Align, RasterPair
+from mdseg.geo.sar import SarScale
+from mdseg.geo.tiles import Tile, tile_grid, weight_window
+from mdseg.geo.vector import polygonise, vector_driver, write_polygons
+from mdseg.geo.writer import CLASS_NODATA, StreamingCOG, class_aux_xml, class_colormap, class_tags
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class Predictor(Protocol):
+    """What `predict_scene` runs on each batch of tiles.
+
+    Called as `predictor(opt, sar, generators, steps, samples)` with optical (B, Co, h, w) and SAR
+    (B, Cs, h, w) float32 tensors (normalised; nodata pixels 0), one seeded `torch.Generator` per tile, the
+    number of sampling steps and of samples. Returns class probabilities (B, K, h, w), or a pair
+    (probabilities, disagreement (B, h, w) in [0, 1]) when it measures the spread between samples.
+    """
+
+    def __call__(
+        self, opt: torch.Tensor, sar: torch.Tensor, generators: list[torch.Generator], steps: int, samples: int
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Per-band (value − mean) / std for each modality, in the units the bands are read in (SAR in dB)."""
+
+    opt_mean: Sequence[float]
+    opt_std: Sequence[float]
+    sar_mean: Sequence[float]
+    sar_std: Sequence[float]
+
+    def __call__(self, opt: np.ndarray, sar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Normalise optical (Co, h, w) and SAR (Cs, h, w) float32 arrays."""
+        return _standardise(opt, self.opt_mean, self.opt_std), _standardise(sar, self.sar_mean, self.sar_std)
+
+
+Normaliser = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class PredictionResult:
+    """What a `predict_scene` run did: outputs, per-class pixels and areas, tiles and timing (seconds)."""
+
+    output: str
+    outputs: dict[str, str]
+    classes: list[dict]
+    tiles_total: int
+    tiles_run: int
+    tiles_skipped: int
+    predictor_calls: int
+    seconds: dict[str, float]
+    alignment: dict
+    sidecar: str
+    options: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def tile_seed(seed: int, row: int, col: int) -> int:
+    """A 63-bit generator seed for the tile at (row, col) of a run seeded with `seed`.
+
+    Mixed with numpy's SeedSequence so neighbouring tiles and seeds get unrelated streams; depends on nothing
+    else (not batch size, not tile order).
+    """
+    state = np.random.SeedSequence([seed, row, col]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1]))
+
+
+def predict_scene(
+    opt_path: str | Path,
+    sar_path: str | Path,
+    out_path: str | Path,
+    predictor: Predictor,
+    *,
+    classes: Sequence[str],
+    palette: Sequence[Sequence[int]],
+    opt_bands: Sequence[int] | None = None,
+    sar_bands: Sequence[int] | None = None,
+    opt_band_count: int | None = None,
+    sar_band_count: int | None = None,
+    tile: int = 256,
+    overlap: int = 64,
+    batch_size: int = 8,
+    seed: int = 0,
+    steps: int = 3,
+    samples: int = 1,
+    normalise: Normalisation | Normaliser | None = None,
+    inference_scale: float = 1.0,
+    sar_scale: SarScale = "auto",
+    align: Align = "reproject",
+    opt_nodata: float | None = None,
+    sar_nodata: float | None = None,
+    prob_path: str | Path | None = None,
+    confidence_path: str | Path | None = None,
+    vector_path: str | Path | None = None,
+    simplify_m: float = 0.0,
+    min_area_m2: float = 0.0,
+    overwrite: bool = False,
+    device: str | torch.device = "cpu",
+    progress: bool | ProgressCallback = True,
+    run_info: Mapping[str, object] | None = None,
+) -> PredictionResult:
+    """Predict a land-cover map for a whole scene and write it as a Cloud-Optimized GeoTIFF on the optical grid.
+
+    The SAR raster is read on the optical grid (reprojected when needed, see `RasterPair`); prediction runs on
+    the footprints' intersection in `tile`-px tiles overlapping by at least `overlap` px, `batch_size` at a
+    time; each tile's noise comes from `tile_seed(seed, row, col)`. Tile probabilities are blended with a
+    cosine window and streamed to disk row strip by row strip. Output: uint8 classes 0..K−1, 255 = nodata,
+    colour table from `palette` ((r, g, b) 0–255 per class), class names in band tags and `<out>.aux.xml`.
+
+    Optional outputs: `prob_path` (K bands, probability × 255), `confidence_path` (max probability × 255, and
+    with `samples` > 1 the predictor's disagreement × 255), `vector_path` (.gpkg/.geojson polygons per class,
+    simplified by `simplify_m` metres, dropping those under `min_area_m2` m²). A JSON sidecar `<out stem>.json`
+    records inputs, options, versions, timing, class areas and `run_info`. Every output appears only if the
+    whole run succeeds; existing outputs are refused unless `overwrite`.
+
+    `normalise` maps read optical (Co, h, w) / SAR (Cs, h, w, in dB) to model units; `inference_scale`
+    resamples each tile (bilinear) before the predictor and the probabilities back after it. `progress`:
+    a Rich bar (True), nothing (False), or a callback `(tiles_done, tiles_total)`.
+    """
+    k = len(classes)
+    _check_options(k, palette, tile, overlap, batch_size, steps, samples, inference_scale)
+    started = time.perf_counter()
+    timer = {"read": 0.0, "predict": 0.0, "blend_write": 0.0}
+    out_path = Path(out_path)
+    sidecar_path = out_path.with_suffix(".json")
+    driver = vector_driver(vector_path) if vector_path is not None else None
+    with AtomicOutputs(overwrite) as outputs, ExitStack() as open_files:
+        tmp = {"map": outputs.reserve(out_path), "aux": outputs.reserve(out_path.with_name(out_path.name + ".aux.xml"))}
+        targets = {"map": str(out_path)}
+        for name, path in (("probabilities", prob_path), ("confidence", confidence_path), ("vector", vector_path)):
+            if path is not None:
+                tmp[name] = outputs.reserve(path)
+                targets[name] = str(path)
+        tmp["sidecar"] = outputs.reserve(sidecar_path)
+        pair = open_files.enter_context(
+            RasterPair(
+                opt_path,
+                sar_path,
+                opt_bands=opt_bands,
+                sar_bands=sar_bands,
+                opt_band_count=opt_band_count,
+                sar_band_count=sar_band_count,
+                align=align,
+                sar_scale=sar_scale,
+                opt_nodata=opt_nodata,
+                sar_nodata=sar_nodata,
+            )
+        )
+        sink = _Sink(pair.grid, pair.window, classes, palette, samples, outputs, open_files, tmp)
+        tiles = tile_grid(pair.window.height, pair.window.width, tile, overlap)
+        runner = _TileRunner(pair, predictor, normalise, tile, overlap, seed, steps, samples, inference_scale, device)
+        blender = RowBlender(pair.window.height, pair.window.width, k + 1, tile)
+        with _progress_reporter(progress, len(tiles)) as advance:
+            for batch_tiles, probs in runner.run(tiles, batch_size, advance, timer):
+                t0 = time.perf_counter()
+                for t, (values, weight) in zip(batch_tiles, probs, strict=True):
+                    for rows in blender.release(t.y):
+                        sink.write(rows)
+                    blender.add(t.y, t.x, values, weight)
+                timer["blend_write"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for rows in blender.release(pair.window.height):
+                sink.write(rows)
+            sink.finish()
+            timer["blend_write"] += time.perf_counter() - t0
+        if vector_path is not None:
+            t0 = time.perf_counter()
+            geoms, ids, areas = polygonise(tmp["map"], classes, simplify_m=simplify_m, min_area_m2=min_area_m2)
+            write_polygons(tmp["vector"], geoms, ids, areas, classes, pair.grid.crs, driver)
+            timer["vector"] = time.perf_counter() - t0
+        timer["total"] = time.perf_counter() - started
+        result = PredictionResult(
+            output=str(out_path),
+            outputs=targets,
+            classes=sink.class_table(),
+            tiles_total=len(tiles),
+            tiles_run=runner.tiles_run,
+            tiles_skipped=runner.tiles_skipped,
+            predictor_calls=runner.calls,
+            seconds={name: round(s, 3) for name, s in timer.items()},
+            alignment=pair.alignment(),
+            sidecar=str(sidecar_path),
+            options={
+                "opt_bands": pair.opt_bands,
+                "sar_bands": pair.sar_bands,
+                "tile": tile,
+                "overlap": overlap,
+                "batch_size": batch_size,
+                "seed": seed,
+                "steps": steps,
+                "samples": samples,
+                "inference_scale": inference_scale,
+                "align": align,
+                "opt_nodata": opt_nodata,
+                "sar_nodata": sar_nodata,
+                "simplify_m": simplify_m,
+                "min_area_m2": min_area_m2,
+            },
+        )
+        sidecar = {
+            "inputs": {"optical": str(opt_path), "sar": str(sar_path)},
+            **result.to_dict(),
+            "versions": _versions(),
+            **dict(run_info or {}),
+        }
+        tmp["sidecar"].write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
+    return result
+
+
+class _TileRunner:
+    """Reads tiles, skips all-nodata ones, batches the rest through the predictor, yields weighted probabilities."""
+
+    def __init__(
+        self,
+        pair: RasterPair,
+        predictor: Predictor,
+        normalise: Normalisation | Normaliser | None,
+        tile: int,
+        overlap: int,
+        seed: int,
+        steps: int,
+        samples: int,
+        inference_scale: float,
+        device: str | torch.device,
+    ) -> None:
+        self.pair, self.predictor, self.normalise = pair, predictor, normalise
+        self.tile, self.overlap, self.seed, self.steps, self.samples = tile, overlap, seed, steps, samples
+        self.scale, self.device = inference_scale, torch.device(device)
+        self.tiles_run = self.tiles_skipped = self.calls = 0
+
+    def run(
+        self, tiles: list[Tile], batch_size: int, advance: Callable[[int], None], timer: dict[str, float]
+    ) -> Iterator[tuple[list[Tile], list[tuple[np.ndarray, np.ndarray]]]]:
+        """Yield (tiles, [(values (K+1, h, w), weight (h, w))]) per predictor batch, tiles in row-major order."""
+        batch: list[tuple[Tile, np.ndarray, np.ndarray, np.ndarray]] = []
+        for i, t in enumerate(tiles):
+            t0 = time.perf_counter()
+            item = self._read(t)
+            timer["read"] += time.perf_counter() - t0
+            if item is None:
+                self.tiles_skipped += 1
+                advance(1)
+            else:
+                batch.append(item)
+            if batch and (len(batch) == batch_size or i == len(tiles) - 1):
+                t0 = time.perf_counter()
+                out = self._predict(batch)
+                timer["predict"] += time.perf_counter() - t0
+                yield [b[0] for b in batch], out
+                self.tiles_run += len(batch)
+                advance(len(batch))
+                batch = []
+
+    def _read(self, t: Tile) -> tuple[Tile, np.ndarray, np.ndarray, np.ndarray] | None:
+        w = self.pair.window
+        window = rasterio.windows.Window(w.col_off + t.x, w.row_off + t.y, t.width, t.height)
+        opt, sar, valid = self.pair.read(window)
+        if not valid.any():
+            return None
+        if self.normalise is not None:
+            opt, sar = self.normalise(opt, sar)
+        # Nodata pixels enter the model as 0 (the mean after normalisation); their output is discarded anyway.
+        opt = np.where(valid, opt, 0).astype(np.float32, copy=False)
+        sar = np.where(valid, sar, 0).astype(np.float32, copy=False)
+        pad = ((0, 0), (0, self.tile - t.height), (0, self.tile - t.width))
+        if t.height < self.tile or t.width < self.tile:
+            # Only scenes smaller than a tile get here: mirror them up to the size the model expects.
+            opt, sar = np.pad(opt, pad, mode="reflect"), np.pad(sar, pad, mode="reflect")
+        return t, opt, sar, valid
+
+    def _predict(
+        self, batch: list[tuple[Tile, np.ndarray, np.ndarray, np.ndarray]]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        opt = torch.from_numpy(np.stack([b[1] for b in batch])).to(self.device)
+        sar = torch.from_numpy(np.stack([b[2] for b in batch])).to(self.device)
+        size = opt.shape[-2:]
+        if self.scale != 1.0:
+            scaled = (round(size[0] * self.scale), round(size[1] * self.scale))
+            opt = F.interpolate(opt, size=scaled, mode="bilinear", align_corners=False)
+            sar = F.interpolate(sar, size=scaled, mode="bilinear", align_corners=False)
+        gens = [
+            torch.Generator(device=self.device).manual_seed(tile_seed(self.seed, b[0].row, b[0].col)) for b in batch
+        ]
+        with torch.inference_mode():
+            out = self.predictor(opt, sar, gens, self.steps, self.samples)
+        self.calls += 1
+        probs, spread = out if isinstance(out, tuple) else (out, None)
+        if self.samples > 1 and spread is None:
+            raise ValueError("the predictor returned no disagreement map although samples > 1")
+        probs = probs.float()
+        if probs.ndim != 4 or probs.shape[0] != len(batch):
+            raise ValueError(f"the predictor returned shape {tuple(probs.shape)}; expected (B={len(batch)}, K, h, w)")
+        spread = torch.zeros_like(probs[:, :1]) if spread is None else spread.float().unsqueeze(1)
+        values = torch.cat([probs, spread], dim=1)
+        if values.shape[-2:] != size:
+            values = F.interpolate(values, size=size, mode="bilinear", align_corners=False)
+        values = values.cpu().numpy()
+        result = []
+        for (t, _, _, valid), v in zip(batch, values, strict=True):
+            weight = weight_window(t, self.overlap) * valid
+            result.append((v[:, : t.height, : t.width], weight))
+        return result
+
+
+class _Sink:
+    """Turns blended region rows into full-width output rows and streams them to the output rasters."""
+
+    def __init__(
+        self,
+        grid: Grid,
+        window: rasterio.windows.Window,
+        classes: Sequence[str],
+        palette: Sequence[Sequence[int]],
+        samples: int,
+        outputs: AtomicOutputs,
+        open_files: ExitStack,
+        tmp: dict[str, Path],
+    ) -> None:
+        self.grid, self.window, self.classes, self.palette, self.tmp = grid, window, classes, palette, tmp
+        self.k = len(classes)
+        self.pixels = np.zeros(256, dtype=np.int64)
+        self.area_m2 = np.zeros(256, dtype=np.float64)
+        self.writers: dict[str, StreamingCOG] = {}
+
+        def open_writer(name: str, count: int, **kwargs: object) -> None:
+            writer = StreamingCOG(outputs.scratch(tmp[name]), grid, count, **kwargs)
+            open_files.callback(writer.close)
+            self.writers[name] = writer
+
+        open_writer(
+            "map",
+            1,
+            nodata=CLASS_NODATA,
+            colormap=class_colormap(palette),
+            descriptions=["land cover class"],
+            tags={"MDSEG_VERSION": mdseg.__version__},
+            band_tags={1: class_tags(classes)},
+        )
+        if "probabilities" in tmp:
+            open_writer("probabilities", self.k, masked=True, descriptions=list(classes), overview_resampling="average")
+        if "confidence" in tmp:
+            names = ["max probability"] + (["sample disagreement"] if samples > 1 else [])
+            open_writer("confidence", len(names), masked=True, descriptions=names, overview_resampling="average")
+
+    def write(self, rows: BlendedRows) -> None:
+        """Write blended region rows, after any all-nodata rows above the region."""
+        self._fill_to(int(self.window.row_off) + rows.row)
+        n = rows.values.shape[1]
+        probs = rows.values[: self.k]
+        cls = np.full((n, self.grid.width), CLASS_NODATA, dtype=np.uint8)
+        cols = slice(int(self.window.col_off), int(self.window.col_off) + int(self.window.width))
+        cls[:, cols] = np.where(rows.covered, probs.argmax(axis=0), CLASS_NODATA)
+        row0 = int(self.window.row_off) + rows.row
+        self._count(cls, row0)
+        self.writers["map"].write(cls[None])
+        valid = np.zeros((n, self.grid.width), dtype=bool)
+        valid[:, cols] = rows.covered
+        if "probabilities" in self.writers:
+            self.writers["probabilities"].write(self._full_width(_to_byte(probs), cols), valid)
+        if "confidence" in self.writers:
+            bands = [probs.max(axis=0)] + ([rows.values[self.k]] if self.writers["confidence"].count > 1 else [])
+            self.writers["confidence"].write(self._full_width(_to_byte(np.stack(bands)), cols), valid)
+
+    def finish(self) -> None:
+        """Fill rows below the region with nodata and convert every raster to a COG; write the map's RAT."""
+        self._fill_to(self.grid.height)
+        for name, writer in self.writers.items():
+            writer.finish(self.tmp[name])
+        self.tmp["aux"].write_text(class_aux_xml(self.classes, self.palette))
+
+    def class_table(self) -> list[dict]:
+        """Per class: id, name, pixels, area (km²), percent of classified pixels."""
+        total = int(self.pixels[: self.k].sum())
+        return [
+            {
+                "class_id": i,
+                "name": name,
+                "pixels": int(self.pixels[i]),
+                "area_km2": round(float(self.area_m2[i]) / 1e6, 6),
+                "percent": round(100.0 * int(self.pixels[i]) / total, 4) if total else 0.0,
+            }
+            for i, name in enumerate(self.classes)
+        ]
+
+    def _full_width(self, region: np.ndarray, cols: slice) -> np.ndarray:
+        out = np.zeros((region.shape[0], region.shape[1], self.grid.width), dtype=np.uint8)
+        out[:, :, cols] = region
+        return out
+
+    def _count(self, cls: np.ndarray, row0: int) -> None:
+        areas = pixel_areas_m2(self.grid, row0, cls.shape[0])
+        self.pixels += np.bincount(cls.ravel(), minlength=256)
+        self.area_m2 += np.bincount(cls.ravel(), weights=np.repeat(areas, cls.shape[1]), minlength=256)
+
+    def _fill_to(self, row: int) -> None:
+        """Write all-nodata rows until raster row `row`, a block at a time."""
+        while (done := self.writers["map"].rows_written) < row:
+            n = min(row - done, 512)
+            empty = np.zeros((n, self.grid.width), dtype=np.uint8)
+            for writer in self.writers.values():
+                fill = CLASS_NODATA if writer is self.writers["map"] else 0
+                writer.write(np.full((writer.count, n, self.grid.width), fill, dtype=np.uint8), empty.astype(bool))
+
+
+def _to_byte(p: np.ndarray) -> np.ndarray:
+    """Probabilities in [0, 1] → uint8 0–255."""
+    return np.clip(np.rint(p * 255.0), 0, 255).astype(np.uint8)
+
+
+def _standardise(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    m = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
+    if m.shape[0] != x.shape[0] or s.shape[0] != x.shape[0]:
+        raise ValueError(f"normalisation has {m.shape[0]} means / {s.shape[0]} stds for {x.shape[0]} bands")
+    return (x - m) / s
+
+
+def _check_options(
+    k: int,
+    palette: Sequence[Sequence[int]],
+    tile: int,
+    overlap: int,
+    batch_size: int,
+    steps: int,
+    samples: int,
+    inference_scale: float,
+) -> None:
+    if not 1 <= k <= 255:
+        raise ValueError(f"need 1..255 class names (255 is nodata), got {k}")
+    if len(palette) < k:
+        raise ValueError(f"palette has {len(palette)} colours for {k} classes")
+    if tile < 1 or not 0 <= overlap < tile:
+        raise ValueError(f"need tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
+    if batch_size < 1 or steps < 1 or samples < 1:
+        raise ValueError("batch_size, steps and samples must be at least 1")
+    if not inference_scale > 0:
+        raise ValueError(f"inference_scale must be positive, got {inference_scale}")
+
+
+@contextmanager
+def _progress_reporter(progress: bool | ProgressCallback, total: int) -> Iterator[Callable[[int], None]]:
+    """Yield `advance(n)`: moves a Rich bar on stderr (True), calls `progress(done, total)`, or does nothing."""
+    if progress is True:
+        columns = (TextColumn("tiles"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"))
+        with Progress(*columns, TimeRemainingColumn(), console=Console(stderr=True)) as bar:
+            task = bar.add_task("tiles", total=total, rate="")
+
+            def advance(n: int) -> None:
+                bar.advance(task, n)
+                speed = bar.tasks[task].speed
+                bar.update(task, rate=f"{speed:.1f} tiles/s" if speed else "")
+
+            yield advance
+    elif callable(progress):
+        done = 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            progress(done, total)
+
+        yield advance
+    else:
+        yield lambda n: None
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "mdseg": mdseg.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "rasterio": rasterio.__version__,
+        "gdal": rasterio.__gdal_version__,
+    }

@@ -1,0 +1,169 @@
+"""Streaming raster output: rows in, a Cloud-Optimized GeoTIFF out; class-map legend (colours, names, RAT)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+
+from mdseg.geo.grid import Grid
+
+CLASS_NODATA = 255
+# Internal tile size of the intermediate and the COG (px): GDAL's COG default, good for HTTP range reads.
+BLOCK = 512
+
+
+class StreamingCOG:
+    """Write a uint8 raster top to bottom in row strips, then convert it to a Cloud-Optimized GeoTIFF.
+
+    Rows go to `scratch`, a tiled DEFLATE GeoTIFF, one full block row at a time (a partial block written
+    twice would be stored twice); `finish(dst)` copies it with GDAL's COG driver (overviews with
+    `overview_resampling`) to `dst`. Memory: one block row, count × BLOCK × width bytes.
+
+    Args:
+        scratch: path of the intermediate GeoTIFF (the caller removes it).
+        grid: output grid.
+        count: bands.
+        nodata: nodata value, or None.
+        masked: write a per-dataset mask (for rasters where every byte value is meaningful).
+        colormap: band-1 colour table {value: (r, g, b, a)}.
+        descriptions: one per band.
+        tags: dataset metadata; band_tags: per-band metadata (1-based band → tags).
+    """
+
+    def __init__(
+        self,
+        scratch: Path,
+        grid: Grid,
+        count: int,
+        *,
+        nodata: int | None = None,
+        masked: bool = False,
+        colormap: Mapping[int, tuple[int, int, int, int]] | None = None,
+        descriptions: Sequence[str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        band_tags: Mapping[int, Mapping[str, str]] | None = None,
+        overview_resampling: str = "mode",
+    ) -> None:
+        self.grid, self.count, self.masked = grid, count, masked
+        self.overview_resampling = overview_resampling
+        self._dst = rasterio.open(
+            scratch,
+            "w",
+            driver="GTiff",
+            width=grid.width,
+            height=grid.height,
+            count=count,
+            dtype="uint8",
+            crs=grid.crs,
+            transform=grid.transform,
+            nodata=nodata,
+            tiled=True,
+            blockxsize=BLOCK,
+            blockysize=BLOCK,
+            compress="deflate",
+            bigtiff="if_safer",
+        )
+        if colormap is not None:
+            self._dst.write_colormap(1, dict(colormap))
+        for i, text in enumerate(descriptions or (), start=1):
+            self._dst.set_band_description(i, text)
+        if tags:
+            self._dst.update_tags(**tags)
+        for band, btags in (band_tags or {}).items():
+            self._dst.update_tags(band, **btags)
+        rows = min(BLOCK, grid.height)
+        self._buf = np.empty((count, rows, grid.width), dtype=np.uint8)
+        self._mask = np.empty((rows, grid.width), dtype=np.uint8) if masked else None
+        self._filled = 0  # rows in the buffer
+        self._row = 0  # raster row of buffer row 0
+
+    def write(self, values: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Append the next rows: `values` (count, n, width) uint8; `valid` (n, width) bool when `masked`."""
+        n = values.shape[1]
+        done = 0
+        while done < n:
+            take = min(n - done, self._buf.shape[1] - self._filled)
+            self._buf[:, self._filled : self._filled + take] = values[:, done : done + take]
+            if self._mask is not None:
+                self._mask[self._filled : self._filled + take] = np.where(valid[done : done + take], 255, 0)
+            self._filled += take
+            done += take
+            if self._filled == self._buf.shape[1] or self._row + self._filled == self.grid.height:
+                self._flush()
+
+    @property
+    def rows_written(self) -> int:
+        """Rows received so far."""
+        return self._row + self._filled
+
+    def finish(self, dst: Path) -> None:
+        """Close the intermediate and write it to `dst` as a COG. All rows must have been written."""
+        if self.rows_written != self.grid.height:
+            raise ValueError(f"{self.rows_written} of {self.grid.height} rows written")
+        self._dst.close()
+        rasterio.shutil.copy(
+            self._dst.name,
+            dst,
+            driver="COG",
+            COMPRESS="DEFLATE",
+            BLOCKSIZE=BLOCK,
+            OVERVIEW_RESAMPLING=self.overview_resampling.upper(),
+            BIGTIFF="IF_SAFER",
+        )
+
+    def close(self) -> None:
+        """Close the intermediate without converting it (after an error)."""
+        self._dst.close()
+
+    def _flush(self) -> None:
+        n = self._filled
+        window = ((self._row, self._row + n), (0, self.grid.width))
+        self._dst.write(self._buf[:, :n], window=window)
+        if self._mask is not None:
+            self._dst.write_mask(self._mask[:n], window=window)
+        self._row += n
+        self._filled = 0
+
+
+def class_colormap(palette: Sequence[Sequence[int]]) -> dict[int, tuple[int, int, int, int]]:
+    """GDAL colour table from an (r, g, b) palette (0–255), class i → palette[i]; nodata 255 transparent."""
+    table = {i: (int(c[0]), int(c[1]), int(c[2]), 255) for i, c in enumerate(palette)}
+    table[CLASS_NODATA] = (0, 0, 0, 0)
+    return table
+
+
+def class_tags(classes: Sequence[str]) -> dict[str, str]:
+    """Band-1 metadata naming each class value: CLASS_0=…, and the whole list as JSON in CLASS_NAMES."""
+    tags = {f"CLASS_{i}": name for i, name in enumerate(classes)}
+    tags["CLASS_NAMES"] = json.dumps(list(classes))
+    return tags
+
+
+def class_aux_xml(classes: Sequence[str], palette: Sequence[Sequence[int]]) -> str:
+    """GDAL PAM sidecar (`<raster>.aux.xml`) with category names and a thematic raster attribute table.
+
+    GeoTIFF cannot hold a RAT itself; GDAL and QGIS read it from this sidecar (QGIS shows it in the layer's
+    attribute table and uses it for the paletted legend). Columns: Value, Class (name), Red, Green, Blue.
+    """
+    # GDAL RAT field types: 0 integer, 2 string; usages: 0 generic, 2 name, 5 min-max, 6/7/8 red/green/blue.
+    fields = [("Value", 0, 5), ("Class", 2, 2), ("Red", 0, 6), ("Green", 0, 7), ("Blue", 0, 8)]
+    lines = ["<PAMDataset>", '  <PAMRasterBand band="1">', "    <CategoryNames>"]
+    names = {i: name for i, name in enumerate(classes)}
+    lines += [f"      <Category>{escape(names.get(v, ''))}</Category>" for v in range(len(classes))]
+    lines += ["    </CategoryNames>", '    <GDALRasterAttributeTable tableType="thematic">']
+    for i, (name, ftype, usage) in enumerate(fields):
+        lines.append(
+            f'      <FieldDefn index="{i}"><Name>{name}</Name><Type>{ftype}</Type><Usage>{usage}</Usage></FieldDefn>'
+        )
+    for v, name in enumerate(classes):
+        r, g, b = (int(x) for x in palette[v][:3])
+        cells = "".join(f"<F>{x}</F>" for x in (v, escape(name), r, g, b))
+        lines.append(f'      <Row index="{v}">{cells}</Row>')
+    lines += ["    </GDALRasterAttributeTable>", "  </PAMRasterBand>", "</PAMDataset>", ""]
+    return "\n".join(lines)
