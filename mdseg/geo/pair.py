@@ -70,13 +70,13 @@ def footprint_window(opt: Grid, sar: Grid) -> Window | None:
     if sar.same_as(opt):
         return Window(0, 0, opt.width, opt.height)
     h, w = sar.height, sar.width
-    corners = [sar.transform * (c, r) for c, r in ((0, 0), (w, 0), (0, h), (w, h))]
+    corners = [sar.transform @ (c, r) for c, r in ((0, 0), (w, 0), (0, h), (w, h))]
     xs, ys = zip(*corners, strict=True)
     bounds = (min(xs), min(ys), max(xs), max(ys))
     if sar.crs != opt.crs:
         bounds = transform_bounds(sar.crs, opt.crs, *bounds, densify_pts=21)
     inv = ~opt.transform
-    px = [inv * (x, y) for x in (bounds[0], bounds[2]) for y in (bounds[1], bounds[3])]
+    px = [inv @ (x, y) for x in (bounds[0], bounds[2]) for y in (bounds[1], bounds[3])]
     cols, rows = zip(*px, strict=True)
     # Round to a micro-pixel first so an exact edge (9.9999999) does not grow the window by a pixel.
     col0 = max(0, math.floor(round(min(cols), 6)))

@@ -78,7 +78,7 @@ def _ramp(length: int, taper: int, start: bool, end: bool) -> np.ndarray:
     n = min(taper, length // 2)
     if n > 0:
         rise = np.sin(0.5 * np.pi * (np.arange(n, dtype=np.float64) + 0.5) / n) ** 2
-        rise = np.maximum(rise, MIN_WEIGHT).astype(np.float32)
+        rise = rise.astype(np.float32)
         if start:
             w[:n] = rise
         if end:
@@ -95,4 +95,4 @@ def weight_window(t: Tile, overlap: int) -> np.ndarray:
     """
     wy = _ramp(t.height, overlap, not t.top, not t.bottom)
     wx = _ramp(t.width, overlap, not t.left, not t.right)
-    return np.outer(wy, wx)
+    return np.maximum(np.outer(wy, wx), np.float32(MIN_WEIGHT))
