@@ -29,3 +29,17 @@ def cross_merge(y: Tensor, h: int, w: int) -> Tensor:
     forward = y[:, 0:2] + y[:, 2:4].flip(-1)
     cols = forward[:, 1].reshape(b, c, w, h).transpose(2, 3).reshape(b, c, length)
     return forward[:, 0] + cols
+
+
+def to_scan_order(x: Tensor) -> Tensor:
+    """Per-direction maps (b, 4, c, h, w) -> (b, 4, c, h·w), direction k read in its own scan order.
+
+    For quantities computed per pixel on the map with direction-specific weights (the SS2D projections):
+    equal to computing them on `cross_scan`'s sequences, without the four copies of the wide input.
+    """
+    b, k, c, h, w = x.shape
+    if k != 4:
+        raise ValueError(f"to_scan_order expects (b, 4, c, h, w), got {tuple(x.shape)}")
+    rows = x[:, 0::2].reshape(b, 2, c, h * w)
+    cols = x[:, 1::2].transpose(-1, -2).reshape(b, 2, c, h * w)
+    return torch.stack([rows[:, 0], cols[:, 0], rows[:, 1].flip(-1), cols[:, 1].flip(-1)], dim=1)

@@ -19,6 +19,7 @@ half-precision inputs are computed in float32 and returned in their own dtype.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numba
 import numpy as np
@@ -139,21 +140,6 @@ def _one_overload(arr):
 
 
 @njit(inline="always", **_JIT)
-def _decay_and_input(delta_row, u_row, B_row, bias, a0, softplus, decay, inp):
-    """d_state 1: decay_t = exp(dt_t·a0) and input_t = dt_t·u_t·B_t, with dt = softplus(delta + bias)."""
-    if softplus:
-        for t in range(decay.shape[0]):
-            dtv = _softplus(delta_row[t] + bias)
-            decay[t] = _exp(dtv * a0)
-            inp[t] = dtv * u_row[t] * B_row[t, 0]
-    else:
-        for t in range(decay.shape[0]):
-            dtv = delta_row[t] + bias
-            decay[t] = _exp(dtv * a0)
-            inp[t] = dtv * u_row[t] * B_row[t, 0]
-
-
-@njit(inline="always", **_JIT)
 def _time_steps(delta_row, bias, softplus, dt):
     """dt = softplus(delta + bias), or delta + bias, for one row."""
     if softplus:
@@ -165,19 +151,176 @@ def _time_steps(delta_row, bias, softplus, dt):
 
 
 @njit(inline="always", **_JIT)
-def _skip_and_gate(out_row, u_row, z_row, dskip, has_d, has_z):
-    """out = (y + D·u)·silu(z), in place on y."""
-    if has_d:
-        for t in range(out_row.shape[0]):
-            out_row[t] += dskip * u_row[t]
+def _decay_and_input(dt, u_row, B_row, a0, decay, inp):
+    """d_state 1: decay_t = exp(dt_t·a0) and input_t = dt_t·u_t·B_t (a loop LLVM vectorises)."""
+    for t in range(dt.shape[0]):
+        decay[t] = _exp(dt[t] * a0)
+        inp[t] = dt[t] * u_row[t] * B_row[t, 0]
+
+
+@njit(inline="always", **_JIT)
+def _recur1(decay, inp, c_row, y, zero):
+    """d_state 1: x_t = decay_t·x_{t-1} + input_t, y_t = C_t·x_t; returns the last state."""
+    x = zero
+    for t in range(y.shape[0]):
+        x = decay[t] * x + inp[t]
+        y[t] = x * c_row[t]
+    return x
+
+
+@njit(inline="always", **_JIT)
+def _recur4(decay, inp, c0, c1, c2, c3, y0, y1, y2, y3, zero):
+    """Four independent d_state-1 recurrences in one loop: their multiply-adds overlap in the pipeline,
+    where one chain alone would wait on each one's latency. Returns the four last states."""
+    x0 = zero
+    x1 = zero
+    x2 = zero
+    x3 = zero
+    for t in range(y0.shape[0]):
+        x0 = decay[0, t] * x0 + inp[0, t]
+        x1 = decay[1, t] * x1 + inp[1, t]
+        x2 = decay[2, t] * x2 + inp[2, t]
+        x3 = decay[3, t] * x3 + inp[3, t]
+        y0[t] = x0 * c0[t]
+        y1[t] = x1 * c1[t]
+        y2[t] = x2 * c2[t]
+        y3[t] = x3 * c3[t]
+    return x0, x1, x2, x3
+
+
+@njit(inline="always", **_JIT)
+def _scan_states(dt, u_row, A_row, B_row, C_row, x, y, zero):
+    """d_state n > 1: the n exponentials and multiply-adds of a step run over the state axis (SIMD)."""
+    for n in range(x.shape[0]):
+        x[n] = zero
+    for t in range(y.shape[0]):
+        dtv = dt[t]
+        duv = dtv * u_row[t]
+        acc = zero
+        for n in range(x.shape[0]):
+            xn = _exp(dtv * A_row[n]) * x[n] + duv * B_row[t, n]
+            x[n] = xn
+            acc += xn * C_row[t, n]
+        y[t] = acc
+
+
+@njit(inline="always", **_JIT)
+def _add_skip(y, u_row, dskip):
+    for t in range(y.shape[0]):
+        y[t] += dskip * u_row[t]
+
+
+@njit(inline="always", **_JIT)
+def _gate(y, z_row):
+    for t in range(y.shape[0]):
+        y[t] *= z_row[t] * _sigmoid(z_row[t])
+
+
+@njit(inline="always", **_JIT)
+def _row_backward(  # noqa: C901
+    u_row, delta_row, A_row, B_row, C_row, dskip, dbias, softplus, has_z, z_row, dout_row,
+    du_row, ddelta_row, dz_row, dB_row, dC_row, gA, xs, dt, gy, decay, inp, hs, h, a_buf, hn_buf, one,
+):  # fmt: skip
+    """Gradients of one channel row: writes du, ddelta (and dz), adds into dB_row/dC_row (l, n), writes gA (n,);
+    returns (dL/dD, dL/dbias). Recomputes the row's forward states into xs (l + 1, n) first."""
+    zero = one - one
+    length = u_row.shape[0]
+    nstate = A_row.shape[0]
+    _time_steps(delta_row, dbias, softplus, dt)
+    for n in range(nstate):
+        xs[0, n] = zero
+    if nstate == 1:
+        _decay_and_input(dt, u_row, B_row, A_row[0], decay[:length], inp)
+        xv = zero
+        for t in range(length):
+            xv = decay[t] * xv + inp[t]
+            xs[t + 1, 0] = xv
+    else:
+        for t in range(length):
+            dtv = dt[t]
+            duv = dtv * u_row[t]
+            for n in range(nstate):
+                xs[t + 1, n] = _exp(dtv * A_row[n]) * xs[t, n] + duv * B_row[t, n]
+    # through the gate: gy = dL/dy with y = <C, x> + D·u
     if has_z:
-        for t in range(out_row.shape[0]):
-            out_row[t] *= z_row[t] * _sigmoid(z_row[t])
+        for t in range(length):
+            yt = dskip * u_row[t]
+            for n in range(nstate):
+                yt += C_row[t, n] * xs[t + 1, n]
+            sz = _sigmoid(z_row[t])
+            dz_row[t] = dout_row[t] * yt * sz * (one + z_row[t] * (one - sz))
+            gy[t] = dout_row[t] * z_row[t] * sz
+    else:
+        for t in range(length):
+            gy[t] = dout_row[t]
+    gskip = zero
+    for t in range(length):
+        gskip += gy[t] * u_row[t]
+    # reverse-time scan: h_t = dL/dx_t = gy_t·C_t + a_{t+1}·h_{t+1}
+    if nstate == 1:
+        a0 = A_row[0]
+        decay[length] = zero
+        hv = zero
+        for t in range(length - 1, -1, -1):
+            hv = decay[t + 1] * hv + gy[t] * C_row[t, 0]
+            hs[t] = hv
+        ga_sum = zero
+        for t in range(length):
+            hv = hs[t]
+            dtv = dt[t]
+            ut = u_row[t]
+            dC_row[t, 0] += gy[t] * xs[t + 1, 0]
+            dB_row[t, 0] += hv * dtv * ut
+            ga = hv * xs[t, 0] * decay[t]
+            ga_sum += ga * dtv
+            gdu = hv * B_row[t, 0]
+            du_row[t] = gy[t] * dskip + gdu * dtv
+            ddelta_row[t] = ga * a0 + gdu * ut
+        gA[0] = ga_sum
+    else:
+        for n in range(nstate):
+            h[n] = zero
+            gA[n] = zero
+        # Each inner loop touches few arrays: with more, LLVM's alias checks give up on vectorising.
+        for t in range(length - 1, -1, -1):
+            g = gy[t]
+            dtv = dt[t]
+            ut = u_row[t]
+            dut = dtv * ut
+            x_prev = xs[t]
+            x_now = xs[t + 1]
+            c_t = C_row[t]
+            b_t = B_row[t]
+            dc_t = dC_row[t]
+            db_t = dB_row[t]
+            for n in range(nstate):
+                a_buf[n] = _exp(dtv * A_row[n])
+                hn_buf[n] = h[n] + g * c_t[n]
+            for n in range(nstate):
+                dc_t[n] += g * x_now[n]
+                db_t[n] += hn_buf[n] * dut
+            gdt = zero
+            gdu = zero
+            for n in range(nstate):
+                ga = hn_buf[n] * x_prev[n] * a_buf[n]
+                gdt += ga * A_row[n]
+                gA[n] += ga * dtv
+                gdu += hn_buf[n] * b_t[n]
+            for n in range(nstate):
+                h[n] = hn_buf[n] * a_buf[n]
+            du_row[t] = g * dskip + gdu * dtv
+            ddelta_row[t] = gdt + gdu * ut
+    # through softplus: d softplus(v)/dv = sigmoid(v)
+    if softplus:
+        for t in range(length):
+            ddelta_row[t] *= _sigmoid(delta_row[t] + dbias)
+    gbias = zero
+    for t in range(length):
+        gbias += ddelta_row[t]
+    return gskip, gbias
 
 
-# Rows scanned together when d_state is 1: their independent recurrences overlap in the pipeline
-# (one chain alone waits on the latency of each multiply-add).
-_ROWS = 4
+_ROWS = 4  # rows whose d_state-1 recurrences run interleaved (see _recur4)
 
 
 @njit(parallel=True, cache=True, **_JIT)
@@ -192,40 +335,25 @@ def _forward(u, delta, A, Bt, Ct, Dv, z, bias, softplus, has_d, has_z, has_bias,
     for block in prange((nrows + _ROWS - 1) // _ROWS):
         first = np.int64(block) * _ROWS
         count = min(_ROWS, nrows - first)
+        dt = np.empty(length, u.dtype)
         if nstate == 1:
             decay = np.empty((_ROWS, length), u.dtype)
             inp = np.empty((_ROWS, length), u.dtype)
             for k in range(count):
                 bi, di = divmod(first + k, nchan)
-                gi = di // per_group
-                _decay_and_input(delta[bi, di], u[bi, di], Bt[bi, gi], bias[di] if has_bias else zero,
-                                 A[di, 0], softplus, decay[k], inp[k])  # fmt: skip
+                _time_steps(delta[bi, di], bias[di] if has_bias else zero, softplus, dt)
+                _decay_and_input(dt, u[bi, di], Bt[bi, di // per_group], A[di, 0], decay[k], inp[k])
             if count == _ROWS:
                 b0, d0 = divmod(first, nchan)
                 b1, d1 = divmod(first + 1, nchan)
                 b2, d2 = divmod(first + 2, nchan)
                 b3, d3 = divmod(first + 3, nchan)
-                c0 = Ct[b0, d0 // per_group, :, 0]
-                c1 = Ct[b1, d1 // per_group, :, 0]
-                c2 = Ct[b2, d2 // per_group, :, 0]
-                c3 = Ct[b3, d3 // per_group, :, 0]
-                o0 = out[b0, d0]
-                o1 = out[b1, d1]
-                o2 = out[b2, d2]
-                o3 = out[b3, d3]
-                x0 = zero
-                x1 = zero
-                x2 = zero
-                x3 = zero
-                for t in range(length):
-                    x0 = decay[0, t] * x0 + inp[0, t]
-                    x1 = decay[1, t] * x1 + inp[1, t]
-                    x2 = decay[2, t] * x2 + inp[2, t]
-                    x3 = decay[3, t] * x3 + inp[3, t]
-                    o0[t] = x0 * c0[t]
-                    o1[t] = x1 * c1[t]
-                    o2[t] = x2 * c2[t]
-                    o3[t] = x3 * c3[t]
+                x0, x1, x2, x3 = _recur4(
+                    decay, inp,
+                    Ct[b0, d0 // per_group, :, 0], Ct[b1, d1 // per_group, :, 0],
+                    Ct[b2, d2 // per_group, :, 0], Ct[b3, d3 // per_group, :, 0],
+                    out[b0, d0], out[b1, d1], out[b2, d2], out[b3, d3], zero,
+                )  # fmt: skip
                 last[b0, d0, 0] = x0
                 last[b1, d1, 0] = x1
                 last[b2, d2, 0] = x2
@@ -234,45 +362,23 @@ def _forward(u, delta, A, Bt, Ct, Dv, z, bias, softplus, has_d, has_z, has_bias,
                 for k in range(count):
                     bi, di = divmod(first + k, nchan)
                     c_row = Ct[bi, di // per_group, :, 0]
-                    o_row = out[bi, di]
-                    xv = zero
-                    for t in range(length):
-                        xv = decay[k, t] * xv + inp[k, t]
-                        o_row[t] = xv * c_row[t]
-                    last[bi, di, 0] = xv
+                    last[bi, di, 0] = _recur1(decay[k], inp[k], c_row, out[bi, di], zero)
         else:
-            dt = np.empty(length, u.dtype)
-            x = np.empty(nstate, u.dtype)
             for k in range(count):
                 bi, di = divmod(first + k, nchan)
                 gi = di // per_group
-                u_row = u[bi, di]
-                o_row = out[bi, di]
-                B_row = Bt[bi, gi]
-                C_row = Ct[bi, gi]
-                A_row = A[di]
                 _time_steps(delta[bi, di], bias[di] if has_bias else zero, softplus, dt)
-                for n in range(nstate):
-                    x[n] = zero
-                for t in range(length):
-                    dtv = dt[t]
-                    duv = dtv * u_row[t]
-                    acc = zero
-                    for n in range(nstate):
-                        xn = _exp(dtv * A_row[n]) * x[n] + duv * B_row[t, n]
-                        x[n] = xn
-                        acc += xn * C_row[t, n]
-                    o_row[t] = acc
-                for n in range(nstate):
-                    last[bi, di, n] = x[n]
+                _scan_states(dt, u[bi, di], A[di], Bt[bi, gi], Ct[bi, gi], last[bi, di], out[bi, di], zero)
         for k in range(count):
             bi, di = divmod(first + k, nchan)
-            _skip_and_gate(out[bi, di], u[bi, di], z[bi, di] if has_z else u[bi, di],
-                           Dv[di] if has_d else zero, has_d, has_z)  # fmt: skip
+            if has_d:
+                _add_skip(out[bi, di], u[bi, di], Dv[di])
+            if has_z:
+                _gate(out[bi, di], z[bi, di])
 
 
 @njit(parallel=True, cache=True, **_JIT)
-def _backward(  # noqa: C901
+def _backward(
     u, delta, A, Bt, Ct, Dv, z, bias, softplus, has_d, has_z, has_bias, dout, splits,
     du_out, ddelta, dz, dA_part, dD_part, dbias_part, dB_part, dC_part,
 ):  # fmt: skip
@@ -293,10 +399,6 @@ def _backward(  # noqa: C901
         gi, si = divmod(rest, splits)
         first = gi * per_group + si * per_split
         stop = min(first + per_split, (gi + 1) * per_group)
-        B_row = Bt[bi, gi]
-        C_row = Ct[bi, gi]
-        dB_row = dB_part[bi, gi, si]
-        dC_row = dC_part[bi, gi, si]
         xs = np.empty((length + 1, nstate), u.dtype)  # xs[t + 1] = state after step t; xs[0] = 0
         dt = np.empty(length, u.dtype)
         gy = np.empty(length, u.dtype)
@@ -304,119 +406,129 @@ def _backward(  # noqa: C901
         inp = np.empty(length, u.dtype)
         hs = np.empty(length, u.dtype)
         h = np.empty(nstate, u.dtype)
-        gA = np.empty(nstate, u.dtype)
         a_buf = np.empty(nstate, u.dtype)
         hn_buf = np.empty(nstate, u.dtype)
         for di in range(first, stop):
-            u_row = u[bi, di]
-            delta_row = delta[bi, di]
-            A_row = A[di]
-            dbias = bias[di] if has_bias else zero
-            dskip = Dv[di] if has_d else zero
-            # recompute this row's forward states
-            _time_steps(delta_row, dbias, softplus, dt)
-            for n in range(nstate):
-                xs[0, n] = zero
-            if nstate == 1:
-                a0 = A_row[0]
-                for t in range(length):
-                    decay[t] = _exp(dt[t] * a0)
-                    inp[t] = dt[t] * u_row[t] * B_row[t, 0]
-                xv = zero
-                for t in range(length):
-                    xv = decay[t] * xv + inp[t]
-                    xs[t + 1, 0] = xv
-            else:
-                for t in range(length):
-                    dtv = dt[t]
-                    duv = dtv * u_row[t]
-                    for n in range(nstate):
-                        xs[t + 1, n] = _exp(dtv * A_row[n]) * xs[t, n] + duv * B_row[t, n]
-            # gradient through the gate and the skip: gy = dL/dy
-            dout_row = dout[bi, di]
-            if has_z:
-                z_row = z[bi, di]
-                dz_row = dz[bi, di]
-                for t in range(length):
-                    yt = dskip * u_row[t]
-                    for n in range(nstate):
-                        yt += C_row[t, n] * xs[t + 1, n]
-                    sz = _sigmoid(z_row[t])
-                    dz_row[t] = dout_row[t] * yt * sz * (one + z_row[t] * (one - sz))
-                    gy[t] = dout_row[t] * z_row[t] * sz
-            else:
-                for t in range(length):
-                    gy[t] = dout_row[t]
-            gskip = zero
-            for t in range(length):
-                gskip += gy[t] * u_row[t]
+            gskip, gbias = _row_backward(
+                u[bi, di], delta[bi, di], A[di], Bt[bi, gi], Ct[bi, gi],
+                Dv[di] if has_d else zero, bias[di] if has_bias else zero, softplus,
+                has_z, z[bi, di] if has_z else u[bi, di], dout[bi, di],
+                du_out[bi, di], ddelta[bi, di], dz[bi, di] if has_z else dt,
+                dB_part[bi, gi, si], dC_part[bi, gi, si], dA_part[bi, di],
+                xs, dt, gy, decay, inp, hs, h, a_buf, hn_buf, one,
+            )  # fmt: skip
             dD_part[bi, di] = gskip
-            # reverse-time scan: h_t = dL/dx_t = gy_t·C_t + a_{t+1}·h_{t+1}
-            du_row = du_out[bi, di]
-            ddelta_row = ddelta[bi, di]
-            if nstate == 1:
-                a0 = A_row[0]
-                decay[length] = zero
-                hv = zero
-                for t in range(length - 1, -1, -1):
-                    hv = decay[t + 1] * hv + gy[t] * C_row[t, 0]
-                    hs[t] = hv
-                ga_sum = zero
-                for t in range(length):
-                    hv = hs[t]
-                    dtv = dt[t]
-                    ut = u_row[t]
-                    dC_row[t, 0] += gy[t] * xs[t + 1, 0]
-                    dB_row[t, 0] += hv * dtv * ut
-                    ga = hv * xs[t, 0] * decay[t]
-                    ga_sum += ga * dtv
-                    gdu = hv * B_row[t, 0]
-                    du_row[t] = gy[t] * dskip + gdu * dtv
-                    ddelta_row[t] = ga * a0 + gdu * ut
-                gA[0] = ga_sum
-            else:
-                for n in range(nstate):
-                    h[n] = zero
-                    gA[n] = zero
-                # Each inner loop touches few arrays: with more, LLVM's alias checks give up on vectorising.
-                for t in range(length - 1, -1, -1):
-                    g = gy[t]
-                    dtv = dt[t]
-                    ut = u_row[t]
-                    dut = dtv * ut
-                    x_prev = xs[t]
-                    x_now = xs[t + 1]
-                    c_t = C_row[t]
-                    b_t = B_row[t]
-                    dc_t = dC_row[t]
-                    db_t = dB_row[t]
-                    for n in range(nstate):
-                        a_buf[n] = _exp(dtv * A_row[n])
-                        hn_buf[n] = h[n] + g * c_t[n]
-                    for n in range(nstate):
-                        dc_t[n] += g * x_now[n]
-                        db_t[n] += hn_buf[n] * dut
-                    gdt = zero
-                    gdu = zero
-                    for n in range(nstate):
-                        ga = hn_buf[n] * x_prev[n] * a_buf[n]
-                        gdt += ga * A_row[n]
-                        gA[n] += ga * dtv
-                        gdu += hn_buf[n] * b_t[n]
-                    for n in range(nstate):
-                        h[n] = hn_buf[n] * a_buf[n]
-                    du_row[t] = g * dskip + gdu * dtv
-                    ddelta_row[t] = gdt + gdu * ut
-            # through softplus: d softplus(v)/dv = sigmoid(v)
-            if softplus:
-                for t in range(length):
-                    ddelta_row[t] *= _sigmoid(delta_row[t] + dbias)
-            gbias = zero
-            for t in range(length):
-                gbias += ddelta_row[t]
             dbias_part[bi, di] = gbias
-            for n in range(nstate):
-                dA_part[bi, di, n] = gA[n]
+
+
+@njit(inline="always", **_JIT)
+def _gather_directions(src, colidx, dst):
+    """Map-order row (h·w,) -> its four SS2D scan orders dst (4, h·w): row-major, column-major
+    (colidx[t] = map index of column-major step t) and both reversed."""
+    length = src.shape[0]
+    for t in range(length):
+        dst[0, t] = src[t]
+        dst[2, length - 1 - t] = src[t]
+    for t in range(length):
+        v = src[colidx[t]]
+        dst[1, t] = v
+        dst[3, length - 1 - t] = v
+
+
+@njit(inline="always", **_JIT)
+def _merge_directions(ys, colpos, out):
+    """The adjoint of `_gather_directions`: out[p] = sum over the four orders of their value at pixel p
+    (colpos[p] = column-major step of map index p)."""
+    length = out.shape[0]
+    for p in range(length):
+        out[p] = ys[0, p] + ys[2, length - 1 - p]
+    for p in range(length):
+        q = colpos[p]
+        out[p] += ys[1, q] + ys[3, length - 1 - q]
+
+
+@njit(parallel=True, cache=True, **_JIT)
+def _forward_2d(u, delta, A, Bt, Ct, Dv, bias, softplus, has_d, has_bias, colidx, colpos, out, last):
+    """SS2D straight from the map: u, out (b, d, h·w) map order; delta (b, 4·d, h·w), Bt, Ct (b, 4, h·w, n)
+    in each direction's scan order; A (4·d, n); Dv, bias (4·d,); last (b, 4·d, n). out = cross-merge of the
+    four directions' outputs."""
+    nbatch, nchan, length = u.shape
+    nstate = A.shape[1]
+    one = _one(u)
+    zero = one - one
+    for row in prange(nbatch * nchan):
+        bi, di = divmod(np.int64(row), nchan)
+        useq = np.empty((4, length), u.dtype)
+        ys = np.empty((4, length), u.dtype)
+        dt = np.empty(length, u.dtype)
+        _gather_directions(u[bi, di], colidx, useq)
+        if nstate == 1:
+            decay = np.empty((4, length), u.dtype)
+            inp = np.empty((4, length), u.dtype)
+            for k in range(4):
+                ch = k * nchan + di
+                _time_steps(delta[bi, ch], bias[ch] if has_bias else zero, softplus, dt)
+                _decay_and_input(dt, useq[k], Bt[bi, k], A[ch, 0], decay[k], inp[k])
+            x0, x1, x2, x3 = _recur4(
+                decay, inp, Ct[bi, 0, :, 0], Ct[bi, 1, :, 0], Ct[bi, 2, :, 0], Ct[bi, 3, :, 0],
+                ys[0], ys[1], ys[2], ys[3], zero,
+            )  # fmt: skip
+            last[bi, di, 0] = x0
+            last[bi, nchan + di, 0] = x1
+            last[bi, 2 * nchan + di, 0] = x2
+            last[bi, 3 * nchan + di, 0] = x3
+        else:
+            for k in range(4):
+                ch = k * nchan + di
+                _time_steps(delta[bi, ch], bias[ch] if has_bias else zero, softplus, dt)
+                _scan_states(dt, useq[k], A[ch], Bt[bi, k], Ct[bi, k], last[bi, ch], ys[k], zero)
+        if has_d:
+            for k in range(4):
+                _add_skip(ys[k], useq[k], Dv[k * nchan + di])
+        _merge_directions(ys, colpos, out[bi, di])
+
+
+@njit(parallel=True, cache=True, **_JIT)
+def _backward_2d(
+    u, delta, A, Bt, Ct, Dv, bias, softplus, has_d, has_bias, colidx, colpos, dout, splits,
+    du_out, ddelta, dA_part, dD_part, dbias_part, dB_part, dC_part,
+):  # fmt: skip
+    """Gradients of `_forward_2d`. Work unit = (batch, split): a run of channels, all four directions each.
+    dA_part (b, 4·d, n), dD_part, dbias_part (b, 4·d); dB_part, dC_part (b, splits, 4, h·w, n)."""
+    nbatch, nchan, length = u.shape
+    nstate = A.shape[1]
+    per_split = (nchan + splits - 1) // splits
+    one = _one(u)
+    zero = one - one
+    for unit in prange(nbatch * splits):
+        bi, si = divmod(np.int64(unit), splits)
+        xs = np.empty((length + 1, nstate), u.dtype)
+        dt = np.empty(length, u.dtype)
+        gy = np.empty(length, u.dtype)
+        decay = np.empty(length + 1, u.dtype)
+        inp = np.empty(length, u.dtype)
+        hs = np.empty(length, u.dtype)
+        h = np.empty(nstate, u.dtype)
+        a_buf = np.empty(nstate, u.dtype)
+        hn_buf = np.empty(nstate, u.dtype)
+        useq = np.empty((4, length), u.dtype)
+        gseq = np.empty((4, length), u.dtype)
+        duseq = np.empty((4, length), u.dtype)
+        for di in range(si * per_split, min((si + 1) * per_split, nchan)):
+            _gather_directions(u[bi, di], colidx, useq)
+            _gather_directions(dout[bi, di], colidx, gseq)
+            for k in range(4):
+                ch = k * nchan + di
+                gskip, gbias = _row_backward(
+                    useq[k], delta[bi, ch], A[ch], Bt[bi, k], Ct[bi, k],
+                    Dv[ch] if has_d else zero, bias[ch] if has_bias else zero, softplus,
+                    False, dt, gseq[k], duseq[k], ddelta[bi, ch], dt,
+                    dB_part[bi, si, k], dC_part[bi, si, k], dA_part[bi, ch],
+                    xs, dt, gy, decay, inp, hs, h, a_buf, hn_buf, one,
+                )  # fmt: skip
+                dD_part[bi, ch] = gskip
+                dbias_part[bi, ch] = gbias
+            _merge_directions(duseq, colpos, du_out[bi, di])
 
 
 def _set_threads() -> None:
@@ -532,3 +644,83 @@ def selective_scan_cpu(
     """Same contract as `selective_scan_reference`, on CPU tensors, with a backward."""
     out, last = _SelectiveScanCPU.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     return (out, last) if return_last_state else out
+
+
+@lru_cache(maxsize=32)
+def _column_major_maps(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """colidx[t]: map index (row-major) of column-major step t; colpos[p]: column-major step of map index p."""
+    colidx = np.arange(h * w, dtype=np.int64).reshape(h, w).T.reshape(-1).copy()
+    colpos = np.empty_like(colidx)
+    colpos[colidx] = np.arange(h * w, dtype=np.int64)
+    return colidx, colpos
+
+
+class _SS2DScanCPU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus):
+        dtype = _compute_dtype(u.dtype)
+        nbatch, nchan, h, w = u.shape
+        colidx, colpos = _column_major_maps(h, w)
+        out = torch.empty(nbatch, nchan, h * w, dtype=dtype)
+        last = torch.empty(nbatch, 4 * nchan, A.shape[1], dtype=dtype)
+        _set_threads()
+        _forward_2d(
+            _np(u.reshape(nbatch, nchan, h * w), dtype, 3), _np(delta.reshape(nbatch, 4 * nchan, h * w), dtype, 3),
+            _np(A, dtype, 2), _grouped_t(B.detach(), dtype).numpy(), _grouped_t(C.detach(), dtype).numpy(),
+            _np(D, dtype, 1), _np(delta_bias, dtype, 1), bool(delta_softplus), D is not None,
+            delta_bias is not None, colidx, colpos, out.numpy(), last.numpy(),
+        )  # fmt: skip
+        ctx.save_for_backward(u, delta, A, B, C, D, delta_bias)
+        ctx.delta_softplus = bool(delta_softplus)
+        return out.to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, dout):
+        u, delta, A, B, C, D, delta_bias = ctx.saved_tensors
+        dtype = _compute_dtype(u.dtype)
+        nbatch, nchan, h, w = u.shape
+        length = h * w
+        nstate = A.shape[1]
+        colidx, colpos = _column_major_maps(h, w)
+        splits = _splits(nbatch, 1, nchan)
+        du = torch.empty(nbatch, nchan, length, dtype=dtype)
+        ddelta = torch.empty(nbatch, 4 * nchan, length, dtype=dtype)
+        dA_part = torch.empty(nbatch, 4 * nchan, nstate, dtype=dtype)
+        dD_part = torch.empty(nbatch, 4 * nchan, dtype=dtype)
+        dbias_part = torch.empty(nbatch, 4 * nchan, dtype=dtype)
+        dB_part = torch.zeros(nbatch, splits, 4, length, nstate, dtype=dtype)
+        dC_part = torch.zeros(nbatch, splits, 4, length, nstate, dtype=dtype)
+        _set_threads()
+        _backward_2d(
+            _np(u.reshape(nbatch, nchan, length), dtype, 3), _np(delta.reshape(nbatch, 4 * nchan, length), dtype, 3),
+            _np(A, dtype, 2), _grouped_t(B, dtype).numpy(), _grouped_t(C, dtype).numpy(),
+            _np(D, dtype, 1), _np(delta_bias, dtype, 1), ctx.delta_softplus, D is not None,
+            delta_bias is not None, colidx, colpos, _np(dout, dtype, 3), splits,
+            du.numpy(), ddelta.numpy(), dA_part.numpy(), dD_part.numpy(), dbias_part.numpy(),
+            dB_part.numpy(), dC_part.numpy(),
+        )  # fmt: skip
+        return (
+            du.view(u.shape).to(u.dtype),
+            ddelta.view(delta.shape).to(delta.dtype),
+            dA_part.sum(0).to(A.dtype),
+            dB_part.sum(1).transpose(2, 3).to(B.dtype),
+            dC_part.sum(1).transpose(2, 3).to(C.dtype),
+            None if D is None else dD_part.sum(0).to(D.dtype),
+            None if delta_bias is None else dbias_part.sum(0).to(delta_bias.dtype),
+            None,
+        )
+
+
+def ss2d_scan_cpu(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = True,
+) -> Tensor:
+    """Same contract as `mdseg.kernels.ss2d.ss2d_scan`, fused: the four scan orders are read from and merged
+    into the map inside the kernel, never materialised."""
+    return _SS2DScanCPU.apply(u, delta, A, B, C, D, delta_bias, delta_softplus)

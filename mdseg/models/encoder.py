@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mdseg.kernels import cross_merge, cross_scan, selective_scan
+from mdseg.kernels import ss2d_scan, to_scan_order
 
 DIRECTIONS = 4  # cross-scan orders: row-major, column-major, and their reverses
 
@@ -81,7 +81,7 @@ def depthwise_conv3x3(channels: int) -> nn.Conv2d:
 
 
 def conv_silu(x: Tensor, conv: nn.Conv2d) -> Tensor:
-    """(B, H, W, C) -> SiLU(conv(x)) as (B, C, H, W), the layout the cross-scan reads."""
+    """(B, H, W, C) -> SiLU(conv(x)) as (B, C, H, W), the layout the SS2D scan reads."""
     return F.silu(conv(x.permute(0, 3, 1, 2)))
 
 
@@ -122,15 +122,31 @@ class ScanCore(nn.Module):
             self.A_log.copy_(n.log().expand_as(self.A_log))
             self.D.fill_(1.0)
 
-    def forward(self, u: Tensor, drive: Tensor, h: int, w: int) -> Tensor:
-        """u, drive (B, 4, d_inner, H·W) cross-scanned sequences -> (B, H, W, d_inner)."""
-        b, k, d, length = u.shape
-        x_dbl = torch.einsum("bkdl,kcd->bkcl", drive, self.x_proj_weight)
+    def forward(self, u: Tensor, drive_forward: Tensor, drive_reverse: Tensor) -> Tensor:
+        """Maps u, drive_forward, drive_reverse (B, d_inner, H, W) -> (B, H, W, d_inner).
+
+        u is scanned in all four directions; Δ, B, C of directions 0–1 come from drive_forward, of the
+        reversed directions 2–3 from drive_reverse (both u in plain SS2D). The projections run on the maps,
+        per pixel, and only their small outputs are reordered into each direction's scan order.
+        """
+        b, d, h, w = u.shape
+        weight = self.x_proj_weight
+        if drive_forward is drive_reverse:
+            x_dbl = torch.einsum("bdl,kcd->bkcl", drive_forward.flatten(2), weight)
+        else:
+            x_dbl = torch.cat(
+                [
+                    torch.einsum("bdl,kcd->bkcl", drive_forward.flatten(2), weight[:2]),
+                    torch.einsum("bdl,kcd->bkcl", drive_reverse.flatten(2), weight[2:]),
+                ],
+                dim=1,
+            )
+        x_dbl = to_scan_order(x_dbl.view(b, DIRECTIONS, -1, h, w))
         dt_low, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
         dt = torch.einsum("bkrl,kdr->bkdl", dt_low, self.dt_proj_weight)
-        y = selective_scan(
-            u.reshape(b, k * d, length),
-            dt.reshape(b, k * d, length),
+        y = ss2d_scan(
+            u,
+            dt,
             -torch.exp(self.A_log.float()),
             B.contiguous(),
             C.contiguous(),
@@ -138,7 +154,6 @@ class ScanCore(nn.Module):
             delta_bias=self.dt_proj_bias.reshape(-1).float(),
             delta_softplus=True,
         )
-        y = cross_merge(y.view(b, k, d, length), h, w)
         return self.out_norm(y.transpose(1, 2).reshape(b, h, w, d))
 
 
@@ -154,9 +169,8 @@ class SS2D(nn.Module):
         self.out_proj = nn.Linear(d_inner, dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        _, h, w, _ = x.shape
-        seqs = cross_scan(conv_silu(self.in_proj(x), self.conv))
-        return self.out_proj(self.core(seqs, seqs, h, w))
+        x = conv_silu(self.in_proj(x), self.conv)
+        return self.out_proj(self.core(x, x, x))
 
 
 class VSSBlock(nn.Module):

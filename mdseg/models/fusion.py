@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mdseg.kernels import cross_scan
 from mdseg.models.encoder import DropPath, Mlp, ScanCore, conv_silu, depthwise_conv3x3
 
 
@@ -35,11 +34,9 @@ class DCF(nn.Module):
 
     def forward(self, own: Tensor, other: Tensor) -> Tensor:
         """own, other (B, H, W, d) -> update for own (B, H, W, d)."""
-        _, h, w, _ = own.shape
-        own_seqs = cross_scan(conv_silu(self.in_proj_own(own), self.conv_own))
-        other_seqs = cross_scan(conv_silu(self.in_proj_other(other), self.conv_other))
-        drive = torch.cat([own_seqs[:, :2], other_seqs[:, 2:]], dim=1)
-        return self.out_proj(self.core(own_seqs, drive, h, w))
+        own_map = conv_silu(self.in_proj_own(own), self.conv_own)
+        other_map = conv_silu(self.in_proj_other(other), self.conv_other)
+        return self.out_proj(self.core(own_map, own_map, other_map))
 
 
 class DSS4(nn.Module):
@@ -61,13 +58,13 @@ class DSS4(nn.Module):
 
     def forward(self, own: Tensor, other: Tensor) -> Tensor:
         """own, other (B, H, W, d) -> update for own (B, H, W, d)."""
-        b, h, w, _ = own.shape
+        b = own.shape[0]
         x_own, z_own = self.in_proj_own(own).chunk(2, dim=-1)
-        own_seqs = cross_scan(conv_silu(x_own, self.conv_own))
-        other_seqs = cross_scan(conv_silu(self.in_proj_other(other), self.conv_other))
+        own_map = conv_silu(x_own, self.conv_own)
+        other_map = conv_silu(self.in_proj_other(other), self.conv_other)
         # one scan call for both: the core's parameters are shared, so stack them along the batch
-        seqs = torch.cat([own_seqs, other_seqs])
-        y = self.core(seqs, seqs, h, w)
+        maps = torch.cat([own_map, other_map])
+        y = self.core(maps, maps, maps)
         return self.out_proj((y[:b] + y[b:]) * F.silu(z_own))
 
 
