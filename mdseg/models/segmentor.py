@@ -63,16 +63,15 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
 def draw_latents(shape: tuple[int, ...], batch: int, generator: Generators, like: Tensor) -> Tensor:
     """Standard normal latents (batch, *shape) on `like`'s device and dtype.
 
-    With one generator per batch item, item i's latent depends only on generator i, so a batch gives the
-    same latents as its items drawn one by one. Drawn on each generator's device, then moved.
+    `generator`: None (torch's global one), one generator, or a sequence of exactly `batch` (checked by the
+    caller); then item i's latent depends only on generator i, so a batch gives the same latents as its items
+    drawn one by one. Drawn on each generator's device, then moved.
     """
     if generator is None:
         noise = torch.randn((batch, *shape), device=like.device)
     elif isinstance(generator, torch.Generator):
         noise = torch.randn((batch, *shape), generator=generator, device=generator.device)
     else:
-        if len(generator) != batch:
-            raise MdsegError(f"got {len(generator)} generators for a batch of {batch}; pass one per item")
         noise = torch.stack([torch.randn(shape, generator=g, device=g.device).to(like.device) for g in generator])
     return noise.to(device=like.device, dtype=like.dtype)
 
@@ -153,6 +152,8 @@ class MambaDiffusionSeg(nn.Module):
         """
         if samples < 1:
             raise MdsegError(f"samples must be at least 1, got {samples}")
+        if isinstance(generator, Sequence) and len(generator) != opt.shape[0]:
+            raise MdsegError(f"got {len(generator)} generators for a batch of {opt.shape[0]}; pass one per item")
         size = opt.shape[-2:]
         feature = self.extract_features(opt, sar)
         batch, channels, height, width = feature.shape
