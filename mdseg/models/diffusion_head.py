@@ -234,21 +234,17 @@ class AuxHead(nn.Module):
 
 
 def segmentation_loss(logits: Tensor, label: Tensor) -> Tensor:
-    """Cross-entropy of stride-4 logits upsampled to the label's grid.
+    """Cross-entropy of logits (B, K, H, W) against label (B, H, W) int64, 255 = ignore.
 
-    logits: (B, K, h, w) with 4h ≥ H, 4w ≥ W; label: (B, H, W) int64, 255 = ignore. Logits are upsampled
-    bilinearly to (4h, 4w) and cropped to (H, W) (a no-op crop when the input needed no padding). Ignored pixels
-    contribute 0 but count in the denominator, as the release's `avg_non_ignore=False`.
+    Ignored pixels contribute 0 but count in the denominator, as the release's `avg_non_ignore=False`.
     """
-    logits = upsample_logits(logits, label.shape[-2:])
     return F.cross_entropy(logits, label, ignore_index=IGNORE_INDEX, reduction="sum") / label.numel()
 
 
 def pixel_accuracy(logits: Tensor, label: Tensor) -> Tensor:
-    """Percentage of non-ignored pixels whose argmax is right (logits and label as `segmentation_loss`)."""
-    pred = upsample_logits(logits, label.shape[-2:]).argmax(dim=1)
+    """Percentage of non-ignored pixels whose argmax over logits (B, K, H, W) equals label (B, H, W)."""
     valid = label != IGNORE_INDEX
-    return (pred == label)[valid].float().sum() * 100 / valid.sum().clamp(min=1)
+    return (logits.argmax(dim=1) == label)[valid].float().sum() * 100 / valid.sum().clamp(min=1)
 
 
 def upsample_logits(logits: Tensor, size: tuple[int, int]) -> Tensor:

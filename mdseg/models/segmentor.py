@@ -118,8 +118,9 @@ class MambaDiffusionSeg(nn.Module):
         included, as the release); `loss_aux`: the auxiliary head's, times aux_weight; `loss`: their sum;
         `acc` / `acc_aux`: percentage of non-ignored pixels right (detached).
         """
-        decode = self.head.train_logits(feature, label, t, noise)
-        aux = self.aux_head(feature)
+        size = label.shape[-2:]
+        decode = upsample_logits(self.head.train_logits(feature, label, t, noise), size)
+        aux = upsample_logits(self.aux_head(feature), size)
         loss_decode = segmentation_loss(decode, label)
         loss_aux = self.config.aux_weight * segmentation_loss(aux, label)
         with torch.no_grad():
