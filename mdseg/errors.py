@@ -27,3 +27,15 @@ class OutputError(MdsegError):
 
 class OutputExistsError(OutputError):
     """An output file already exists and overwriting was not asked for."""
+
+
+class CheckpointError(MdsegError):
+    """A checkpoint is missing, not a safetensors file, lacks valid mdseg metadata, or does not fit its config."""
+
+
+class OptionError(MdsegError, ValueError):
+    """An option value is out of range or contradicts another (also a ValueError for library callers)."""
+
+
+class BatchError(MdsegError):
+    """Some scenes of a batch run failed; the others were written."""

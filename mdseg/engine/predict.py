@@ -19,6 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 import mdseg
+from mdseg.engine.normalise import Normalisation
+from mdseg.errors import OptionError
 from mdseg.geo.atomic import AtomicOutputs
 from mdseg.geo.blend import BlendedRows, RowBlender
 from mdseg.geo.grid import Grid, pixel_areas_m2
@@ -43,20 +45,6 @@ class Predictor(Protocol):
     def __call__(
         self, opt: torch.Tensor, sar: torch.Tensor, generators: list[torch.Generator], steps: int, samples: int
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
-
-
-@dataclass(frozen=True)
-class Normalisation:
-    """Per-band (value − mean) / std for each modality, in the units the bands are read in (SAR in dB)."""
-
-    opt_mean: Sequence[float]
-    opt_std: Sequence[float]
-    sar_mean: Sequence[float]
-    sar_std: Sequence[float]
-
-    def __call__(self, opt: np.ndarray, sar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Normalise optical (Co, h, w) and SAR (Cs, h, w) float32 arrays."""
-        return _standardise(opt, self.opt_mean, self.opt_std), _standardise(sar, self.sar_mean, self.sar_std)
 
 
 Normaliser = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -435,14 +423,6 @@ def _to_byte(p: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(p * 255.0), 0, 255).astype(np.uint8)
 
 
-def _standardise(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    m = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
-    s = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
-    if m.shape[0] != x.shape[0] or s.shape[0] != x.shape[0]:
-        raise ValueError(f"normalisation has {m.shape[0]} means / {s.shape[0]} stds for {x.shape[0]} bands")
-    return (x - m) / s
-
-
 def _check_options(
     k: int,
     palette: Sequence[Sequence[int]],
@@ -454,15 +434,15 @@ def _check_options(
     inference_scale: float,
 ) -> None:
     if not 1 <= k <= 255:
-        raise ValueError(f"need 1..255 class names (255 is nodata), got {k}")
+        raise OptionError(f"need 1..255 class names (255 is nodata), got {k}")
     if len(palette) < k:
-        raise ValueError(f"palette has {len(palette)} colours for {k} classes")
+        raise OptionError(f"palette has {len(palette)} colours for {k} classes")
     if tile < 1 or not 0 <= overlap < tile:
-        raise ValueError(f"need tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
+        raise OptionError(f"need tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
     if batch_size < 1 or steps < 1 or samples < 1:
-        raise ValueError("batch_size, steps and samples must be at least 1")
+        raise OptionError("batch_size, steps and samples must be at least 1")
     if not inference_scale > 0:
-        raise ValueError(f"inference_scale must be positive, got {inference_scale}")
+        raise OptionError(f"inference_scale must be positive, got {inference_scale}")
 
 
 @contextmanager
