@@ -5,12 +5,22 @@ Errors meant for users (`MdsegError`) are caught once, in `main`, and printed as
 
 from __future__ import annotations
 
+import json
 import sys
+from dataclasses import asdict
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
-from mdseg.errors import MdsegError
+from mdseg.errors import BatchError, MdsegError, OptionError
+
+if TYPE_CHECKING:
+    from mdseg.engine.checkpoint_predict import SceneModel
+    from mdseg.engine.predict import PredictionResult
 
 app = typer.Typer(
     name="mdseg",
@@ -41,6 +51,292 @@ def info(
     console.print(environment_report())
     if model is not None:
         console.print(model_report(model, tile))
+
+
+class SarScaleChoice(str, Enum):
+    auto = "auto"
+    db = "db"
+    linear = "linear"
+
+
+class AlignChoice(str, Enum):
+    reproject = "reproject"
+    strict = "strict"
+
+
+_PAIRING_HELP = (
+    "Batch mode pairs files by scene name: the file stem, minus one 'opt' token in the optical folder or one 'sar' "
+    "token in the SAR folder (tokens are separated by _ - . or spaces, any case), so 'T32_opt.tif' pairs with "
+    "'T32_sar.tif' and 'T32.tif' with 'T32.tif'. Folders may be shared. Outputs are OUT_DIR/<scene>_landcover.tif."
+)
+
+
+@app.command(epilog=_PAIRING_HELP)
+def predict(
+    opt: Annotated[
+        Path | None, typer.Option("--opt", help="Optical raster (any GDAL format); the output grid.")
+    ] = None,
+    sar: Annotated[
+        Path | None, typer.Option("--sar", help="SAR raster; reprojected onto the optical grid if needed.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Land-cover map (COG). Default: <optical stem>_landcover.tif in the current folder."
+        ),
+    ] = None,
+    opt_dir: Annotated[Path | None, typer.Option("--opt-dir", help="Batch mode: folder of optical rasters.")] = None,
+    sar_dir: Annotated[Path | None, typer.Option("--sar-dir", help="Batch mode: folder of SAR rasters.")] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out-dir", help="Batch mode: output folder (created); scenes whose map exists are skipped."),
+    ] = None,
+    pattern: Annotated[str, typer.Option("--pattern", help="Batch mode: file name pattern in both folders.")] = "*.tif",
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            help="Batch mode: run only shard i of n ('i/n', 0-based: scenes i, i+n, …). "
+            "Default: RANK/WORLD_SIZE under torchrun, else all scenes.",
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint", help="mdseg checkpoint (.safetensors). Default: the demo weights shipped with mdseg."
+        ),
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option("--steps", min=1, help="DDIM sampling steps. Default: the checkpoint's (usually 3).")
+    ] = None,
+    samples: Annotated[
+        int, typer.Option("--samples", min=1, help="Diffusion draws averaged per tile; >1 adds a disagreement map.")
+    ] = 1,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Noise seed: same inputs + seed → identical map.")] = 0,
+    tile: Annotated[
+        int | None, typer.Option("--tile", min=32, help="Tile size in px. Default: the checkpoint's.")
+    ] = None,
+    overlap: Annotated[
+        int | None,
+        typer.Option("--overlap", min=0, help="Minimum tile overlap in px. Default: 64, or tile/4 if smaller."),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Tiles per model call (does not change the result).")
+    ] = 8,
+    device: Annotated[
+        str, typer.Option("--device", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N.")
+    ] = "auto",
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", min=1, help="CPU threads for torch and the scan kernels. Default: torch's choice."),
+    ] = None,
+    opt_bands: Annotated[
+        str | None,
+        typer.Option(
+            "--opt-bands", help="Optical bands, 1-based, in the checkpoint's order, e.g. 1,2,3,4. Default: all."
+        ),
+    ] = None,
+    sar_bands: Annotated[
+        str | None, typer.Option("--sar-bands", help="SAR bands, 1-based, e.g. 1. Default: all.")
+    ] = None,
+    sar_scale: Annotated[
+        SarScaleChoice,
+        typer.Option(
+            "--sar-scale",
+            help="SAR values are: auto (detect linear power and convert to dB), db, or linear.",
+        ),
+    ] = SarScaleChoice.auto,
+    align: Annotated[
+        AlignChoice,
+        typer.Option(
+            "--align",
+            help="SAR on another grid: reproject onto the optical grid (bilinear), or strict (refuse).",
+        ),
+    ] = AlignChoice.reproject,
+    opt_nodata: Annotated[
+        float | None, typer.Option("--opt-nodata", help="Optical nodata value, overriding the file's.")
+    ] = None,
+    sar_nodata: Annotated[
+        float | None, typer.Option("--sar-nodata", help="SAR nodata value, overriding the file's.")
+    ] = None,
+    prob: Annotated[
+        Path | None, typer.Option("--prob", help="Also write class probabilities here (uint8 0–255, a band per class).")
+    ] = None,
+    confidence: Annotated[
+        Path | None,
+        typer.Option("--confidence", help="Also write max probability (and with --samples >1 disagreement) here."),
+    ] = None,
+    vector: Annotated[
+        Path | None, typer.Option("--vector", help="Also write class polygons here (.gpkg or .geojson).")
+    ] = None,
+    simplify: Annotated[
+        float, typer.Option("--simplify", min=0.0, help="Polygon simplification tolerance in metres.")
+    ] = 0.0,
+    min_area: Annotated[
+        float, typer.Option("--min-area", min=0.0, help="Drop polygons smaller than this, in m².")
+    ] = 0.0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing outputs (batch mode: rerun every scene).")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar, messages or summary table.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the run summary as one JSON object on stdout.")
+    ] = False,
+) -> None:
+    """Map land cover for an optical + SAR scene (or folders of them) with a checkpoint; write a COG."""
+    import torch
+
+    from mdseg.engine.checkpoint_predict import SceneModel
+
+    batch = _predict_mode(
+        opt, sar, opt_dir, sar_dir, out_dir, out, {"--prob": prob, "--confidence": confidence, "--vector": vector}
+    )
+    talk = not (quiet or as_json)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    options = {
+        "steps": steps,
+        "samples": samples,
+        "seed": seed,
+        "tile": tile,
+        "overlap": overlap,
+        "batch_size": batch_size,
+        "opt_bands": _parse_bands(opt_bands, "--opt-bands"),
+        "sar_bands": _parse_bands(sar_bands, "--sar-bands"),
+        "sar_scale": sar_scale.value,
+        "align": align.value,
+        "opt_nodata": opt_nodata,
+        "sar_nodata": sar_nodata,
+        "simplify_m": simplify,
+        "min_area_m2": min_area,
+        "progress": talk,
+    }
+    model = SceneModel.load(checkpoint, device)
+    if model.demo and talk:
+        err_console.print(f"using the demo weights ({_DEMO_NOTE})")
+    if batch:
+        _predict_folders(model, opt_dir, sar_dir, out_dir, pattern, shard, overwrite, options, talk, as_json)
+        return
+    if out is None:
+        out = Path.cwd() / f"{opt.stem}_landcover.tif"
+    result = model.predict(
+        opt, sar, out, prob_path=prob, confidence_path=confidence, vector_path=vector, overwrite=overwrite, **options
+    )
+    if as_json:
+        console.print_json(json.dumps({**result.to_dict(), **model.run_info()}, default=str))
+    elif not quiet:
+        _report_scene(result)
+
+
+_DEMO_NOTE = "tiny, trained on synthetic scenes; train on your data for real maps"
+
+
+def _predict_mode(
+    opt: Path | None,
+    sar: Path | None,
+    opt_dir: Path | None,
+    sar_dir: Path | None,
+    out_dir: Path | None,
+    out: Path | None,
+    extras: dict[str, Path | None],
+) -> bool:
+    """True for batch mode (folders), False for one scene; `OptionError` for a mix or a missing half."""
+    single, folders = (opt, sar, out), (opt_dir, sar_dir, out_dir)
+    if any(v is not None for v in folders):
+        if any(v is not None for v in single):
+            raise OptionError("give either --opt/--sar/--out (one scene) or --opt-dir/--sar-dir/--out-dir, not both")
+        if any(v is None for v in folders):
+            raise OptionError("batch mode needs all of --opt-dir, --sar-dir and --out-dir")
+        given = [name for name, v in extras.items() if v is not None]
+        if given:
+            raise OptionError(f"{', '.join(given)} name single files; they are not available in batch mode")
+        return True
+    if opt is None or sar is None:
+        raise OptionError("give --opt and --sar (one scene), or --opt-dir, --sar-dir and --out-dir (a batch)")
+    return False
+
+
+def _parse_bands(text: str | None, option: str) -> list[int] | None:
+    """'1,2,3,4' → [1, 2, 3, 4]; None stays None (all bands)."""
+    if text is None:
+        return None
+    try:
+        bands = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected 1-based band numbers separated by commas, e.g. 1,2,3; got {text!r}", param_hint=option
+        ) from None
+    if any(b < 1 for b in bands):
+        raise typer.BadParameter(f"band numbers start at 1; got {text!r}", param_hint=option)
+    return bands
+
+
+def _report_scene(result: PredictionResult) -> None:
+    """Alignment decisions, where the outputs went, and the class table (pixels, km², percent)."""
+    alignment = result.alignment
+    if alignment["sar_reprojected"]:
+        err_console.print(f"SAR reprojected onto the optical grid (bilinear): {alignment['sar_grid']}", highlight=False)
+    err_console.print(alignment["sar_scale"]["message"], highlight=False)
+    table = Table(title="land cover")
+    for name, justify in (("class", "left"), ("pixels", "right"), ("area km²", "right"), ("percent", "right")):
+        table.add_column(name, justify=justify)
+    for row in result.classes:
+        table.add_row(row["name"], f"{row['pixels']:,}", f"{row['area_km2']:.4f}", f"{row['percent']:.2f}")
+    console.print(table)
+    for what, path in result.outputs.items():
+        console.print(f"wrote {what}: {path}", highlight=False)
+    console.print(f"run record: {result.sidecar} ({result.seconds['total']:.1f} s)", highlight=False)
+
+
+def _predict_folders(
+    model: SceneModel,
+    opt_dir: Path,
+    sar_dir: Path,
+    out_dir: Path,
+    pattern: str,
+    shard: str | None,
+    overwrite: bool,
+    options: dict,
+    talk: bool,
+    as_json: bool,
+) -> None:
+    """Batch mode: pair, shard, predict, log; `BatchError` listing the failed scenes."""
+    from mdseg.engine.batch import LOG_NAME, pair_scenes, parse_shard, predict_batch, shard_scenes
+
+    part = parse_shard(shard)
+    scenes, lonely_sar = pair_scenes(opt_dir, sar_dir, pattern)
+    mine = shard_scenes(scenes, part)
+    if talk:
+        if lonely_sar:
+            names = ", ".join(p.name for p in lonely_sar)
+            err_console.print(f"no optical file for SAR {names}; skipped", highlight=False)
+        where = f" (shard {part[0]}/{part[1]})" if part[1] > 1 else ""
+        err_console.print(f"{len(mine)} of {len(scenes)} scenes to run{where}", highlight=False)
+
+    def on_scene(o) -> None:
+        if talk:
+            detail = f": {o.error}" if o.error else ""
+            err_console.print(f"{o.scene}: {o.status} ({o.seconds:.1f} s){detail}", highlight=False)
+
+    outcomes = predict_batch(model, mine, out_dir, overwrite=overwrite, on_scene=on_scene, **options)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if as_json:
+        summary = {
+            "scenes": [asdict(o) for o in outcomes],
+            "failed": len(failed),
+            "shard": list(part),
+            "log": str(Path(out_dir) / LOG_NAME),
+            **model.run_info(),
+        }
+        console.print_json(json.dumps(summary, default=str))
+    if failed:
+        listed = "; ".join(f"{o.scene} ({o.error})" for o in failed)
+        raise BatchError(f"{len(failed)} of {len(outcomes)} scenes failed: {listed}; see {Path(out_dir) / LOG_NAME}")
+    if talk:
+        counts = {s: sum(o.status == s for o in outcomes) for s in ("written", "skipped")}
+        console.print(
+            f"{counts['written']} written, {counts['skipped']} skipped (output exists) in {out_dir}", highlight=False
+        )
 
 
 def main() -> None:

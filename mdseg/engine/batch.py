@@ -1,0 +1,148 @@
+"""Batch prediction over folders: pair optical and SAR files by stem, shard, skip finished scenes, log each one."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from mdseg.engine.checkpoint_predict import SceneModel
+from mdseg.errors import InputFileError, MdsegError, OptionError
+
+LOG_NAME = "predict_log.jsonl"
+OUTPUT_SUFFIX = "_landcover.tif"
+# Stem tokens are separated by these characters; a token equal to "opt" or "sar" (any case) names the modality.
+_SEPARATORS = re.compile(r"([_.\- ]+)")
+
+
+@dataclass(frozen=True)
+class ScenePair:
+    """One scene of a batch: its name (the shared stem) and its optical and SAR files (None when absent)."""
+
+    name: str
+    opt: Path
+    sar: Path | None
+
+
+@dataclass(frozen=True)
+class SceneOutcome:
+    """What happened to one scene: status 'written', 'skipped' (output exists) or 'failed'; seconds of work."""
+
+    scene: str
+    status: str
+    seconds: float
+    error: str | None
+    output: str
+
+
+def scene_key(stem: str, own: str, other: str) -> str | None:
+    """The scene name of a file stem: the stem without its `own` modality token ('opt' or 'sar').
+
+    Tokens are the parts between `_`, `-`, `.` and spaces, compared case-insensitively; one `own` token and its
+    separator are dropped (`T32_opt` → `T32`, `opt-T32` → `T32`, `T32` stays). A stem holding the `other`
+    token belongs to the other modality (folders may be shared) and gives None.
+    """
+    parts = _SEPARATORS.split(stem)  # tokens at even indices, separators between them
+    tokens = [p.lower() for p in parts[0::2]]
+    if other in tokens:
+        return None
+    if own in tokens:
+        i = 2 * tokens.index(own)
+        lo, hi = (i - 1, i + 1) if i > 0 else (0, 2)  # the token and the separator before (or after) it
+        del parts[lo:hi]
+    return "".join(parts) or stem
+
+
+def pair_scenes(opt_dir: str | Path, sar_dir: str | Path, pattern: str = "*.tif") -> tuple[list[ScenePair], list[Path]]:
+    """Pair the files matching `pattern` in `opt_dir` and `sar_dir` by scene name (see `scene_key`).
+
+    Returns the scenes sorted by name (an optical file without a SAR partner has `sar` None) and the SAR files
+    no optical file matched. Two files of one modality with the same scene name are an `InputFileError`.
+    """
+    found = {}
+    for what, folder, own, other in (("optical", opt_dir, "opt", "sar"), ("SAR", sar_dir, "sar", "opt")):
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise InputFileError(f"{what} folder '{folder}' does not exist; check the path.")
+        by_key: dict[str, Path] = {}
+        for path in sorted(p for p in folder.glob(pattern) if p.is_file()):
+            key = scene_key(path.stem, own, other)
+            if key is None:
+                continue
+            if key in by_key:
+                raise InputFileError(
+                    f"{what} files '{by_key[key].name}' and '{path.name}' in '{folder}' both name scene '{key}'; "
+                    "keep one per scene or narrow --pattern."
+                )
+            by_key[key] = path
+        found[what] = by_key
+    opt, sar = found["optical"], found["SAR"]
+    if not opt:
+        raise InputFileError(f"no optical files match '{pattern}' in '{opt_dir}'; check the folder and --pattern.")
+    scenes = [ScenePair(key, opt[key], sar.get(key)) for key in sorted(opt)]
+    return scenes, [sar[key] for key in sorted(set(sar) - set(opt))]
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """'i/n' (0-based i < n) → (i, n); None → (RANK, WORLD_SIZE) under torchrun, else (0, 1)."""
+    if text is None:
+        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+            return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        return 0, 1
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if match is None or not int(match[1]) < int(match[2]):
+        raise OptionError(f"shard must be 'i/n' with 0 <= i < n (e.g. 0/4), got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def shard_scenes(scenes: Sequence[ScenePair], shard: tuple[int, int]) -> list[ScenePair]:
+    """Scenes i, i+n, i+2n, … of the sorted list for shard (i, n): every scene in exactly one shard."""
+    index, count = shard
+    return list(scenes[index::count])
+
+
+def predict_batch(
+    model: SceneModel,
+    scenes: Sequence[ScenePair],
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    on_scene: Callable[[SceneOutcome], None] | None = None,
+    **options: object,
+) -> list[SceneOutcome]:
+    """Predict every scene into `out_dir/<scene>_landcover.tif`, one at a time, and log each to `predict_log.jsonl`.
+
+    Scenes whose output exists are skipped unless `overwrite` (so an interrupted run resumes); a failing scene
+    is logged and the rest still run. Each outcome is appended as one JSON line (scene, status, seconds, error,
+    output) — appends from several shards into one log stay whole lines — and passed to `on_scene`.
+    `options` go to `SceneModel.predict` (steps, tile, …).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outcomes = []
+    for scene in scenes:
+        output = out_dir / f"{scene.name}{OUTPUT_SUFFIX}"
+        started = time.perf_counter()
+        status, error = "written", None
+        if output.exists() and not overwrite:
+            status = "skipped"
+        elif scene.sar is None:
+            status, error = "failed", f"no SAR file matches optical '{scene.opt.name}'"
+        else:
+            try:
+                model.predict(scene.opt, scene.sar, output, overwrite=overwrite, **options)
+            except MdsegError as exc:
+                status, error = "failed", str(exc)
+            except Exception as exc:  # one broken scene (or a bug it triggers) must not stop a long batch
+                status, error = "failed", f"{type(exc).__name__}: {exc}"
+        outcome = SceneOutcome(scene.name, status, round(time.perf_counter() - started, 3), error, str(output))
+        with open(out_dir / LOG_NAME, "a", encoding="utf-8") as log:
+            log.write(json.dumps(asdict(outcome)) + "\n")  # one write per line: shards may share the log
+        outcomes.append(outcome)
+        if on_scene is not None:
+            on_scene(outcome)
+    return outcomes

@@ -1,0 +1,179 @@
+"""Scene prediction with a saved checkpoint: load it once, adapt the model to `predict_scene`, run scenes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mdseg.checkpoint import CheckpointMeta, demo_checkpoint, load_checkpoint, sha256
+from mdseg.engine.predict import Normaliser, PredictionResult, ProgressCallback, predict_scene
+from mdseg.errors import OptionError
+from mdseg.geo.pair import Align
+from mdseg.geo.sar import SarScale
+from mdseg.kernels import resolve_backend
+from mdseg.models import MambaDiffusionSeg
+
+DEFAULT_OVERLAP = 64  # px; smaller tiles get a quarter of their size instead
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' → CUDA when torch sees a GPU (under torchrun the rank's own, from LOCAL_RANK), else CPU.
+
+    Any other name ('cpu', 'cuda', 'cuda:1') is taken as given; asking for CUDA without one is an `OptionError`.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise OptionError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise OptionError(f"device {name!r} asked for, but torch sees no CUDA device here; use --device cpu")
+    return device
+
+
+class ModelPredictor:
+    """`predict_scene`'s predictor protocol over a `MambaDiffusionSeg`: softmax of its seeded DDIM logits.
+
+    Called with normalised optical (B, Co, h, w) and SAR (B, Cs, h, w) float32 tensors and one generator per
+    tile; returns probabilities (B, K, h, w), plus the sample disagreement (B, h, w) in [0, 1] when samples > 1.
+    """
+
+    def __init__(self, model: MambaDiffusionSeg, device: torch.device) -> None:
+        self.model, self.device = model, device
+
+    def __call__(
+        self, opt: torch.Tensor, sar: torch.Tensor, generators: list[torch.Generator], steps: int, samples: int
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            out = self.model.predict(
+                opt.to(self.device),
+                sar.to(self.device),
+                steps=steps,
+                generator=generators,
+                samples=samples,
+                return_disagreement=samples > 1,
+            )
+        if samples > 1:
+            logits, disagreement = out
+            return torch.softmax(logits, dim=1), disagreement
+        return torch.softmax(out, dim=1)
+
+
+def checkpoint_normaliser(meta: CheckpointMeta) -> Normaliser:
+    """The checkpoint's normalisation, fed the SAR scale its model expects (scenes are read with SAR in dB)."""
+    norm = meta.normalisation
+    if meta.sar_scale == "db":
+        return norm
+    return lambda opt, sar: norm(opt, np.power(np.float32(10.0), sar / np.float32(10.0)))
+
+
+@dataclass
+class SceneModel:
+    """A checkpoint loaded once for any number of scenes: model (eval mode, on `device`), metadata, file hash."""
+
+    path: Path
+    sha256: str
+    model: MambaDiffusionSeg
+    meta: CheckpointMeta
+    device: torch.device
+    demo: bool
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, device: str = "auto") -> SceneModel:
+        """Load `path` (None: the shipped demo weights) onto `device` ('auto', 'cpu', 'cuda:0', …)."""
+        demo = path is None
+        path = demo_checkpoint() if demo else Path(path)
+        dev = resolve_device(device)
+        model, meta = load_checkpoint(path, dev)
+        return cls(path=path, sha256=sha256(path), model=model, meta=meta, device=dev, demo=demo)
+
+    def run_info(self) -> dict:
+        """What the run sidecar records about the checkpoint, scan backend and device."""
+        return {
+            "checkpoint": {
+                "path": str(self.path.resolve()),
+                "sha256": self.sha256,
+                "demo": self.demo,
+                "format_version": self.meta.format_version,
+                "provenance": self.meta.provenance,
+            },
+            "scan_backend": resolve_backend("auto", self.device),
+            "device": str(self.device),
+        }
+
+    def predict(
+        self,
+        opt_path: str | Path,
+        sar_path: str | Path,
+        out_path: str | Path,
+        *,
+        steps: int | None = None,
+        samples: int = 1,
+        seed: int = 0,
+        tile: int | None = None,
+        overlap: int | None = None,
+        batch_size: int = 8,
+        opt_bands: Sequence[int] | None = None,
+        sar_bands: Sequence[int] | None = None,
+        sar_scale: SarScale = "auto",
+        align: Align = "reproject",
+        opt_nodata: float | None = None,
+        sar_nodata: float | None = None,
+        prob_path: str | Path | None = None,
+        confidence_path: str | Path | None = None,
+        vector_path: str | Path | None = None,
+        simplify_m: float = 0.0,
+        min_area_m2: float = 0.0,
+        overwrite: bool = False,
+        progress: bool | ProgressCallback = True,
+    ) -> PredictionResult:
+        """Predict one scene with this checkpoint (see `predict_scene` for the outputs).
+
+        None means the checkpoint's value: `steps` its default DDIM steps, `tile` its tile size (px); `overlap`
+        (px) defaults to 64, or a quarter of the tile when that is smaller. Band counts are checked against the
+        checkpoint's; normalisation and inference scale come from it.
+        """
+        meta = self.meta
+        tile = meta.tile if tile is None else tile
+        overlap = min(DEFAULT_OVERLAP, tile // 4) if overlap is None else overlap
+        return predict_scene(
+            opt_path,
+            sar_path,
+            out_path,
+            ModelPredictor(self.model, self.device),
+            classes=meta.classes,
+            palette=meta.palette,
+            opt_bands=opt_bands,
+            sar_bands=sar_bands,
+            opt_band_count=meta.config.opt_bands,
+            sar_band_count=meta.config.sar_bands,
+            tile=tile,
+            overlap=overlap,
+            batch_size=batch_size,
+            seed=seed,
+            steps=meta.steps if steps is None else steps,
+            samples=samples,
+            normalise=checkpoint_normaliser(meta),
+            inference_scale=meta.inference_scale,
+            sar_scale=sar_scale,
+            align=align,
+            opt_nodata=opt_nodata,
+            sar_nodata=sar_nodata,
+            prob_path=prob_path,
+            confidence_path=confidence_path,
+            vector_path=vector_path,
+            simplify_m=simplify_m,
+            min_area_m2=min_area_m2,
+            overwrite=overwrite,
+            device=self.device,
+            progress=progress,
+            run_info=self.run_info(),
+        )
