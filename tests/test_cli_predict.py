@@ -15,7 +15,7 @@ from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
 
 from mdseg import cli as cli_module
-from mdseg.checkpoint import CheckpointMeta, save_checkpoint
+from mdseg.checkpoint import DEMO_CHECKPOINT, CheckpointMeta, save_checkpoint
 from mdseg.engine.batch import LOG_NAME, pair_scenes, scene_key
 from mdseg.engine.normalise import Normalisation
 from mdseg.geo.tiles import tile_grid
@@ -258,3 +258,15 @@ def test_no_seams_along_tile_lines_with_the_real_tiny_model(tmp_path, checkpoint
     at_edges = np.concatenate([changes_x[:, edges_x].ravel(), changes_y[edges_y, :].ravel()])
     everywhere = np.concatenate([changes_x.ravel(), changes_y.ravel()])
     assert at_edges.mean() <= 3 * everywhere.mean() + 0.01, (at_edges.mean(), everywhere.mean())
+
+
+@pytest.mark.skipif(DEMO_CHECKPOINT.is_file(), reason="this install ships demo weights")
+def test_without_demo_weights_the_command_asks_for_a_checkpoint(tmp_path, mdseg):
+    opt, sar = smooth_scene(tmp_path)
+    code, _, err = mdseg("predict", "--opt", opt, "--sar", sar, "--out", tmp_path / "m.tif")
+    assert code == 2 and "pass --checkpoint" in one_error_line(err)
+
+
+def test_mixing_one_scene_and_batch_options_is_refused(tmp_path, mdseg):
+    code, _, err = mdseg("predict", "--opt", "a.tif", "--sar", "b.tif", "--opt-dir", tmp_path)
+    assert code == 2 and "not both" in one_error_line(err)
