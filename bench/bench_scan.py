@@ -21,6 +21,9 @@ Targets, evaluated at (d, l) = (256, 4096): `cpu` forward >= 30x `reference` at 
 
 from __future__ import annotations
 
+# mdseg before torch: it sets OMP_WAIT_POLICY=PASSIVE, which OpenMP reads only when torch loads it; with torch
+# first, torch's and numba's idle threads spin against each other and every timing here is noise.
+import mdseg  # noqa: F401  # isort: skip
 import argparse
 import json
 import math

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# mdseg before torch: it sets OMP_WAIT_POLICY=PASSIVE, which OpenMP reads only when torch loads it. With torch
+# first, torch's and numba's idle threads spin against each other (the kernel tests: 95 s instead of 11 s).
+import mdseg  # noqa: F401  # isort: skip
 import pytest
 import torch
 
