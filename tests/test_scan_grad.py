@@ -203,3 +203,24 @@ def test_long_sequence_backward_matches_reference_when_only_prefix_is_used(backe
             assert_scaled_close(actual[name][..., :PREFIX], grad, REL, f"grad {name}", floor=TINY)
         else:
             assert_scaled_close(actual[name], grad, REL, f"grad {name}", floor=TINY)
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("backend", CPU)
+def test_cpu_results_do_not_depend_on_thread_count(backend, make_scan_inputs, restore_threads):
+    inputs = make_scan_inputs(1, 8, 200, 16, 2, seed=14)
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        leaves = _leaves(inputs, INPUT_NAMES)
+        out = selective_scan(**leaves, backend=backend)
+        out.backward(torch.ones_like(out))
+        results.append([out.detach(), *(leaves[k].grad for k in INPUT_NAMES)])
+    for name, one_thread, two_threads in zip(("out", *INPUT_NAMES), *results, strict=True):
+        assert torch.equal(one_thread, two_threads), f"{name} differs between 1 and 2 threads"
