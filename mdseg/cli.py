@@ -30,7 +30,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: an error stays one line in logs and pipes, whatever the terminal width
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 @app.callback()

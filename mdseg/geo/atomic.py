@@ -48,7 +48,9 @@ class AtomicOutputs:
         if not target.parent.is_dir():
             raise OutputError(f"Output folder '{target.parent}' does not exist; create it or choose another path.")
         if target.exists() and not self.overwrite:
-            raise OutputExistsError(f"Output '{target}' already exists; remove it or pass overwrite to replace it.")
+            raise OutputExistsError(
+                f"Output '{target}' already exists; remove it, or pass --overwrite (overwrite=True in Python)."
+            )
         if any(t == target for _, t in self._reserved):
             raise OutputError(f"Output '{target}' was given twice; give each output its own path.")
         tmp = _temp_beside(target)
