@@ -6,7 +6,9 @@ Backends:
   cpu        numba kernels with a hand-written backward (CPU tensors)
   cuda       mamba-ssm's fused kernel when it imports, else the `torch` path (CUDA tensors)
 
-`auto` picks by device and dtype; the environment variable MDSEG_SCAN_BACKEND overrides it.
+`auto` picks by device (and dtype: half precision is computed in float32 by every backend); grad mode does
+not change the choice because every backend `auto` can pick has a backward. The environment variable
+MDSEG_SCAN_BACKEND overrides it.
 """
 
 from __future__ import annotations
