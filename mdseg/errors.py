@@ -39,3 +39,23 @@ class OptionError(MdsegError, ValueError):
 
 class BatchError(MdsegError):
     """Some scenes of a batch run failed; the others were written."""
+
+
+class ClassValueError(MdsegError, ValueError):
+    """A label or prediction holds values that are neither class indices nor ignored / nodata.
+
+    `role` says which ("label" or "prediction") so callers can name the file.
+    """
+
+    def __init__(self, message: str, role: str) -> None:
+        super().__init__(message)
+        self.role = role
+
+
+class DatasetError(MdsegError):
+    """A training / evaluation dataset cannot be used as given: unreadable classes.json, an unknown split,
+    rasters of one sample that do not match in size."""
+
+
+class DatasetLayoutError(DatasetError):
+    """A dataset folder fits none of the known layouts, lacks a folder, or its folders hold different files."""
