@@ -6,6 +6,7 @@ Errors meant for users (`MdsegError`) are caught once, in `main`, and printed as
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import asdict
 from enum import Enum
@@ -17,9 +18,11 @@ from rich.console import Console
 from rich.table import Table
 
 from mdseg.errors import BatchError, MdsegError, OptionError
+from mdseg.metrics import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from mdseg.engine.checkpoint_predict import SceneModel
+    from mdseg.engine.evaluate import EvalResult
     from mdseg.engine.predict import PredictionResult
 
 app = typer.Typer(
@@ -338,6 +341,136 @@ def _predict_folders(
         console.print(
             f"{counts['written']} written, {counts['skipped']} skipped (output exists) in {out_dir}", highlight=False
         )
+
+
+class MetricChoice(str, Enum):
+    miou = "miou"
+    oa = "oa"
+    kappa = "kappa"
+    f1 = "f1"
+    all = "all"
+
+
+@app.command("eval")
+def eval_(
+    pred: Annotated[Path | None, typer.Option("--pred", help="Predicted class raster (band 1: class indices).")] = None,
+    label: Annotated[
+        Path | None, typer.Option("--label", help="Label raster on the same grid (CRS, transform, size).")
+    ] = None,
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            "--classes",
+            help="Class names for values 0..K−1, comma-separated, or just their count K. "
+            "Default: the CLASS_NAMES tag of --pred (as mdseg predict writes it), else of --label.",
+        ),
+    ] = None,
+    ignore: Annotated[
+        int, typer.Option("--ignore", help="Label value (after --label-map) left out of the metrics.")
+    ] = IGNORE_INDEX,
+    label_map: Annotated[
+        str | None,
+        typer.Option(
+            "--label-map",
+            help="Label values to remap before comparing, VALUE:CLASS pairs, e.g. 0:255,10:0,20:1 "
+            "(WHU-OPT-SAR); unlisted values are kept.",
+        ),
+    ] = None,
+    metric: Annotated[
+        MetricChoice, typer.Option("--metric", help="Headline metric, highlighted in the table.")
+    ] = MetricChoice.miou,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object on stdout.")] = False,
+    confusion: Annotated[
+        Path | None, typer.Option("--confusion", help="Also write the confusion matrix here (CSV with class names).")
+    ] = None,
+) -> None:
+    """Score a predicted land-cover raster against a label raster: per-class IoU, Acc, F1, and mIoU, OA, kappa.
+
+    Nodata of either raster and the --ignore value are left out of the metrics.
+    Metrics come from one confusion matrix (rows = label, columns = prediction), as MMSegmentation computes them.
+    Percentages in the table; kappa as a fraction; --json gives fractions in 0–1.
+    """
+    from mdseg.engine.evaluate import evaluate_rasters, write_confusion_csv
+
+    if pred is None or label is None:
+        raise OptionError("give --pred and --label: the predicted class raster and the label raster to score it with")
+    result = evaluate_rasters(
+        pred, label, classes=_parse_classes(classes), ignore_index=ignore, label_map=_parse_label_map(label_map)
+    )
+    if confusion is not None:
+        write_confusion_csv(confusion, result.confusion, result.classes)
+    if as_json:
+        payload = {**result.to_dict(), "metric": metric.value}
+        console.print_json(json.dumps(payload))
+        return
+    _report_metrics(result, metric.value)
+    if confusion is not None:
+        console.print(f"wrote confusion matrix: {confusion}", highlight=False)
+
+
+def _parse_classes(text: str | None) -> list[str] | None:
+    """'water,forest' → names; '7' → ['0', …, '6']; None stays None (names from the rasters' tags)."""
+    if text is None:
+        return None
+    if text.strip().isdigit():
+        count = int(text)
+        if count < 1:
+            raise typer.BadParameter("the class count must be at least 1", param_hint="--classes")
+        return [str(i) for i in range(count)]
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise typer.BadParameter(f"empty class name in {text!r}", param_hint="--classes")
+    return names
+
+
+def _parse_label_map(text: str | None) -> dict[int, int] | None:
+    """'0:255,10:0' → {0: 255, 10: 0}; None stays None."""
+    if text is None:
+        return None
+    try:
+        pairs = [part.split(":") for part in text.split(",")]
+        return {int(value): int(cls) for value, cls in pairs}
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected VALUE:CLASS pairs separated by commas, e.g. 0:255,10:0; got {text!r}", param_hint="--label-map"
+        ) from None
+
+
+# Headline metric → (summary key, per-class column it highlights).
+_HEADLINES = {"miou": ("mIoU", "IoU"), "oa": ("OA", None), "kappa": ("kappa", None), "f1": ("mF1", "F1")}
+
+
+def _report_metrics(result: EvalResult, metric: str) -> None:
+    """Per-class table (percent) with the means, then the summary line; the headline metric in bold."""
+    m = result.metrics
+    bold = {_HEADLINES[metric][1]} if metric in _HEADLINES else {"IoU", "F1"}
+    columns = {"IoU": m.iou, "Acc": m.acc, "F1": m.f1, "Precision": m.precision, "Recall": m.recall}
+    means = {"IoU": m.miou, "Acc": m.macc, "F1": m.mf1}
+    table = Table(title=f"{result.confusion.total:,} pixels compared (percent)")
+    table.add_column("class")
+    for name in columns:
+        table.add_column(name, justify="right", style="bold" if name in bold else None)
+    for i, name in enumerate(result.classes):
+        table.add_row(name, *(_percent(values[i]) for values in columns.values()), style="dim" if m.absent[i] else None)
+    table.add_section()
+    table.add_row("mean", *(_percent(means[name]) if name in means else "" for name in columns))
+    console.print(table)
+    summary = {"mIoU": m.miou, "mAcc": m.macc, "mF1": m.mf1, "OA": m.oa, "kappa": m.kappa}
+    headline = {_HEADLINES[metric][0]} if metric in _HEADLINES else set(summary)
+    shown = {key: _percent(value) for key, value in summary.items()}
+    shown["kappa"] = "—" if math.isnan(m.kappa) else f"{m.kappa:.4f}"
+    parts = [f"[bold]{key} {text}[/]" if key in headline else f"{key} {text}" for key, text in shown.items()]
+    console.print("  ".join(parts), highlight=False)
+    absent = [name for name, gone in zip(result.classes, m.absent, strict=True) if gone]
+    if absent:
+        console.print(
+            f"absent from both prediction and label, left out of the means: {', '.join(absent)}", highlight=False
+        )
+
+
+def _percent(value: float) -> str:
+    """0.5921 → '59.21'; NaN → '—'."""
+    return "—" if math.isnan(value) else f"{100 * value:.2f}"
 
 
 def main() -> None:
