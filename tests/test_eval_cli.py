@@ -232,3 +232,12 @@ def test_strip_reads_of_a_large_tiled_scene_equal_a_single_read(tmp_path):
 def test_label_map_replaces_listed_values_and_keeps_the_others():
     mapped = apply_label_map(np.array([[0, 10, 20], [7, 70, 10]], dtype=np.uint8), {0: 255, 10: 0, 70: 6})
     assert mapped.tolist() == [[255, 0, 20], [7, 6, 0]]
+
+
+def test_float_rasters_compare_by_whole_values_with_nan_as_nodata(tmp_path):
+    pred = PRED.astype(np.float32)
+    pred[0, 0] = np.nan  # the label-0 → 0 pixel is dropped
+    write_classes(tmp_path / "pred.tif", pred, names=CLASSES)
+    write_classes(tmp_path / "label.tif", LABEL.astype(np.float32))
+    result = evaluate_rasters(tmp_path / "pred.tif", tmp_path / "label.tif")
+    assert result.confusion.matrix.tolist() == [[4, 1, 0], [2, 3, 1], [0, 1, 7]]

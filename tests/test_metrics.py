@@ -161,3 +161,23 @@ def test_all_reduce_in_a_one_process_gloo_group_keeps_exact_int64_counts(tmp_pat
         dist.destroy_process_group()
     assert reduced.matrix.dtype == np.int64
     np.testing.assert_array_equal(reduced.matrix, big)
+
+
+def _reduce_on_rank(rank: int, rendezvous: str, parts: list[np.ndarray], out: str) -> None:
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=len(parts))
+    try:
+        reduced = all_reduce(ConfusionMatrix(3, matrix=parts[rank].copy()))
+    finally:
+        dist.destroy_process_group()
+    np.save(f"{out}{rank}.npy", reduced.matrix)
+
+
+@pytest.mark.slow
+def test_all_reduce_over_two_gloo_processes_gives_every_rank_the_sum(tmp_path):
+    import torch.multiprocessing as mp
+
+    parts = [np.array([[5, 1, 0], [2, 0, 1], [0, 0, 7]]), np.array([[0, 0, 0], [0, 3, 0], [0, 1, 0]])]
+    out = str(tmp_path / "rank")
+    mp.spawn(_reduce_on_rank, args=(f"file://{tmp_path / 'rendezvous'}", parts, out), nprocs=2)
+    for rank in range(2):
+        np.testing.assert_array_equal(np.load(f"{out}{rank}.npy"), HAND)
