@@ -11,6 +11,7 @@ of encoder and of fusion time; peak RSS. Targets are printed PASS/FAIL.
 
 from __future__ import annotations
 
+import mdseg  # noqa: F401  # isort: skip  (before torch: OpenMP threads must wait passively, see mdseg/__init__)
 import argparse
 import json
 import resource
