@@ -1,0 +1,98 @@
+"""Windowed reads of one dataset sample: optical, SAR (in dB) and label, never more than the window asked for."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from rasterio.enums import MaskFlags, Resampling
+from rasterio.windows import Window
+
+from mdseg.data.classes import IGNORE, ClassScheme
+from mdseg.data.layout import DatasetLayout, SampleFiles
+from mdseg.geo.pair import open_raster
+from mdseg.geo.sar import SarScale, SarScaling, decide_sar_scale, linear_to_db
+
+# Side (pixels) of the blocks streaming passes read at a time: 1024² px × 15 bands × 4 B ≈ 60 MiB at most.
+CHUNK = 1024
+# Longest side (pixels) of the decimated SAR read that decides a dataset's SAR scale.
+_SAMPLE_SIDE = 512
+
+
+def chunk_windows(height: int, width: int, size: int = CHUNK) -> Iterator[Window]:
+    """Windows of at most `size`² pixels covering a height × width raster, row by row."""
+    for row in range(0, height, size):
+        for col in range(0, width, size):
+            yield Window(col, row, min(size, width - col), min(size, height - row))
+
+
+def read_bands(src: rasterio.DatasetReader, bands: Sequence[int], window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Bands (C, h, w) float32 of `window` and their validity (C, h, w) bool: finite and not masked by the file's
+    nodata value, internal mask or alpha band."""
+    data = src.read(list(bands), window=window, out_dtype="float32")
+    valid = np.isfinite(data)
+    if any(MaskFlags.all_valid not in src.mask_flag_enums[b - 1] for b in bands):
+        valid &= src.read_masks(list(bands), window=window) > 0
+    return data, valid
+
+
+def label_values(path, size: int = CHUNK) -> set[int]:
+    """The distinct valid values of a label raster's first band (as integers), streamed block by block."""
+    values: set[int] = set()
+    with open_raster(path, "Label") as src:
+        for window in chunk_windows(src.height, src.width, size):
+            block, ok = read_bands(src, [1], window)
+            values.update(int(v) for v in np.unique(block[ok]))
+    return values
+
+
+def decide_dataset_sar_scale(layout: DatasetLayout, mode: SarScale = "auto") -> SarScaling:
+    """The SAR scale of a dataset, decided once from a decimated read of its first sample's SAR bands.
+
+    Datasets are taken to be consistent; WHU-OPT-SAR's 8-bit SAR and Hunan's dB values both come out "db"
+    (used as they are).
+    """
+    if mode != "auto":
+        return decide_sar_scale(np.empty(0, dtype=np.float32), mode)
+    with open_raster(layout.samples[0].sar, "SAR") as src:
+        step = max(1.0, max(src.width, src.height) / _SAMPLE_SIDE)
+        shape = (len(layout.sar_bands), max(1, round(src.height / step)), max(1, round(src.width / step)))
+        values = src.read(list(layout.sar_bands), out_shape=shape, out_dtype="float32", resampling=Resampling.nearest)
+        if src.nodata is not None:
+            values = values[values != np.float32(src.nodata)]
+    return decide_sar_scale(values, "auto")
+
+
+@dataclass
+class SampleWindow:
+    """What one windowed read gives: optical (Co, h, w) float32, SAR (Cs, h, w) float32 in the model's scale,
+    label (h, w) int64 class indices with `IGNORE` where unlabelled, and validity (h, w) bool (every band of
+    both modalities valid). Values at invalid pixels are unspecified."""
+
+    opt: np.ndarray
+    sar: np.ndarray
+    label: np.ndarray
+    valid: np.ndarray
+
+
+def read_window(
+    sample: SampleFiles, layout: DatasetLayout, window: Window, sar_scaling: SarScaling, classes: ClassScheme
+) -> SampleWindow:
+    """Read `window` (pixels, inside the sample) of one sample's three rasters; labels are mapped to classes and
+    set to `IGNORE` where any input band is invalid."""
+    with ExitStack() as stack:
+        opt_src = stack.enter_context(open_raster(sample.opt, "Optical"))
+        opt, opt_ok = read_bands(opt_src, layout.opt_bands, window)
+        sar_src = opt_src if sample.sar == sample.opt else stack.enter_context(open_raster(sample.sar, "SAR"))
+        sar, sar_ok = read_bands(sar_src, layout.sar_bands, window)
+        lab_src = stack.enter_context(open_raster(sample.label, "Label"))
+        raw, lab_ok = read_bands(lab_src, [1], window)
+    valid = opt_ok.all(axis=0) & sar_ok.all(axis=0)
+    label = classes.encode(np.where(lab_ok[0], raw[0], -1))
+    label[~valid] = IGNORE
+    if sar_scaling.converts:
+        sar = linear_to_db(sar)
+    return SampleWindow(opt=opt, sar=sar, label=label, valid=valid)
