@@ -473,6 +473,40 @@ def _percent(value: float) -> str:
     return "—" if math.isnan(value) else f"{100 * value:.2f}"
 
 
+@app.command()
+def stats(
+    data: Annotated[
+        Path, typer.Option("--data", help="Dataset folder (WHU-OPT-SAR, Hunan, stacked tiles or generic).")
+    ],
+    split: Annotated[
+        str | None,
+        typer.Option("--split", help="Split folder or list file. Default: all files, or train/ in a split dataset."),
+    ] = None,
+    opt_bands: Annotated[str | None, typer.Option("--opt-bands", help="1-based optical bands, e.g. 1,2,3,4.")] = None,
+    sar_bands: Annotated[str | None, typer.Option("--sar-bands", help="1-based SAR bands, e.g. 5.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
+) -> None:
+    """Per-band mean and std of a dataset split (streamed, nodata skipped; SAR in dB) for normalisation."""
+    from mdseg.data.stats import band_stats
+
+    result = band_stats(
+        data, split, opt_bands=_parse_bands(opt_bands, "--opt-bands"), sar_bands=_parse_bands(sar_bands, "--sar-bands")
+    )
+    if as_json:
+        console.print_json(json.dumps(result.to_dict()))
+        return
+    info = result.provenance
+    table = Table(title=f"{info['root']} — {info['layout']}, split {info['split'] or 'all'}, {info['files']} files")
+    for column in ("modality", "band", "name", "mean", "std", "valid px", "skipped px"):
+        table.add_column(column, justify="left" if column in ("modality", "name") else "right")
+    for b in result.bands:
+        table.add_row(
+            b.modality, str(b.band), b.name, f"{b.mean:.4g}", f"{b.std:.4g}", f"{b.count:,}", f"{b.skipped:,}"
+        )
+    console.print(table)
+    err_console.print(result.sar_scaling.describe(), highlight=False)
+
+
 def main() -> None:
     """Console-script entry point: usage errors exit 2 (Typer's), user errors print one line and exit 2."""
     try:
