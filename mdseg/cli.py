@@ -188,16 +188,12 @@ def predict(
     ] = False,
 ) -> None:
     """Map land cover for an optical + SAR scene (or folders of them) with a checkpoint; write a COG."""
-    import torch
-
-    from mdseg.engine.checkpoint_predict import SceneModel
+    from mdseg.engine.checkpoint_predict import SceneModel, cpu_threads
 
     batch = _predict_mode(
         opt, sar, opt_dir, sar_dir, out_dir, out, {"--prob": prob, "--confidence": confidence, "--vector": vector}
     )
     talk = not (quiet or as_json)
-    if threads is not None:
-        torch.set_num_threads(threads)
     options = {
         "steps": steps,
         "samples": samples,
@@ -215,21 +211,22 @@ def predict(
         "min_area_m2": min_area,
         "progress": talk,
     }
-    model = SceneModel.load(checkpoint, device)
-    if model.demo and talk:
-        err_console.print(f"using the demo weights ({_DEMO_NOTE})")
-    if batch:
-        _predict_folders(model, opt_dir, sar_dir, out_dir, pattern, shard, overwrite, options, talk, as_json)
-        return
-    if out is None:
-        out = Path.cwd() / f"{opt.stem}_landcover.tif"
-    result = model.predict(
-        opt, sar, out, prob_path=prob, confidence_path=confidence, vector_path=vector, overwrite=overwrite, **options
-    )
-    if as_json:
-        console.print_json(json.dumps({**result.to_dict(), **model.run_info()}, default=str))
-    elif not quiet:
-        _report_scene(result)
+    # The thread count holds for loading and every scene, and is recorded in each run's sidecar.
+    with cpu_threads(threads):
+        model = SceneModel.load(checkpoint, device)
+        if model.demo and talk:
+            err_console.print(f"using the demo weights ({_DEMO_NOTE})")
+        if batch:
+            _predict_folders(model, opt_dir, sar_dir, out_dir, pattern, shard, overwrite, options, talk, as_json)
+            return
+        if out is None:
+            out = Path.cwd() / f"{opt.stem}_landcover.tif"
+        extras = {"prob_path": prob, "confidence_path": confidence, "vector_path": vector}
+        result = model.predict(opt, sar, out, overwrite=overwrite, **extras, **options)
+        if as_json:
+            console.print_json(json.dumps({**result.to_dict(), **model.run_info()}, default=str))
+        elif not quiet:
+            _report_scene(result)
 
 
 _DEMO_NOTE = "tiny, trained on synthetic scenes; train on your data for real maps"

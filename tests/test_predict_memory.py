@@ -17,7 +17,8 @@ WIDTH = 16384
 # written and converted to a COG.
 SCRIPT = textwrap.dedent(
     """
-    import json, resource, sys
+    import json, sys
+    from pathlib import Path
     import numpy as np, rasterio, torch
     from rasterio.transform import from_origin
     from mdseg.engine.predict import predict_scene
@@ -35,7 +36,10 @@ SCRIPT = textwrap.dedent(
 
     result = predict_scene(f"{folder}/opt.tif", f"{folder}/sar.tif", f"{folder}/map.tif", trivial,
                            classes=["a", "b", "c"], palette=[(0, 0, 0)] * 3, progress=False)
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork + exec, so a child of a big pytest process would
+    # report pytest's peak, not its own.
+    status = Path("/proc/self/status").read_text().splitlines()
+    peak_mib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
     print(json.dumps({"peak_mib": peak_mib, "tiles_run": result.tiles_run}))
     """
 )

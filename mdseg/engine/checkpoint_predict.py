@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,24 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise OptionError(f"device {name!r} asked for, but torch sees no CUDA device here; use --device cpu")
     return device
+
+
+@contextmanager
+def cpu_threads(threads: int | None) -> Iterator[int]:
+    """Run the block with torch using `threads` CPU threads (None: leave torch's choice); yields the count in use.
+
+    The scan kernels follow torch's count (see `mdseg.kernels.scan_cpu`). The previous count is restored after
+    the block, so a run inside a longer-lived process (a notebook, the tests) does not change it for later work.
+    """
+    if threads is not None and threads < 1:
+        raise OptionError(f"threads must be at least 1, got {threads}")
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
 
 class ModelPredictor:
@@ -107,6 +126,7 @@ class SceneModel:
             },
             "scan_backend": resolve_backend("auto", self.device),
             "device": str(self.device),
+            "threads": torch.get_num_threads(),
         }
 
     def predict(

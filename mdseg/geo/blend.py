@@ -25,18 +25,21 @@ class RowBlender:
     """Accumulate tile predictions (C, h, w) weighted by a window, and hand out finished rows.
 
     Tiles must arrive in row-major order with non-decreasing top row `y`; rows above the top of the tile being
-    added can no longer change and are released by `release(y)`. The accumulators hold `strip_rows` rows
-    (the tile height) of the region's full width, so memory is C × strip_rows × width float32, independent
-    of the region's height. Accumulation is float32 whatever the model's dtype.
+    added can no longer change and are released by `release(y)`. The accumulators are a ring of `strip_rows`
+    rows (the tile height) of the region's full width: region row r lives in ring row r mod `strip_rows`, so
+    releasing rows moves nothing and memory is C × strip_rows × width float32, independent of the region's
+    height. Rows are released `release_rows` at a time, which bounds the per-release temporaries (here and in
+    whoever consumes the rows) at C × release_rows × width. Accumulation is float32 whatever the model's dtype.
     """
 
-    def __init__(self, height: int, width: int, channels: int, strip_rows: int) -> None:
+    def __init__(self, height: int, width: int, channels: int, strip_rows: int, release_rows: int = 64) -> None:
         self.height, self.width, self.channels = height, width, channels
         self.strip_rows = min(strip_rows, height)
+        self.release_rows = max(1, min(release_rows, self.strip_rows))
         self._acc = np.zeros((channels, self.strip_rows, width), dtype=np.float32)
         self._wsum = np.zeros((self.strip_rows, width), dtype=np.float32)
-        self._scratch = np.empty((channels, self.strip_rows, width), dtype=np.float32)
-        self._base = 0  # region row held in accumulator row 0
+        self._scratch: np.ndarray | None = None  # (C, strip_rows, tile width), made on first use
+        self._base = 0  # first region row not yet released
 
     @property
     def next_row(self) -> int:
@@ -49,32 +52,37 @@ class RowBlender:
         Releases nothing itself: call `release(y)` first when `y` moved down.
         """
         c, h, w = values.shape
-        r = y - self._base
-        if r < 0 or r + h > self.strip_rows:
+        if y < self._base or y + h > self._base + self.strip_rows:
             raise ValueError(
                 f"tile rows {y}..{y + h} fall outside the open strip {self._base}..{self._base + self.strip_rows}"
             )
-        scratch = self._scratch[:c, :h, :w]
-        np.multiply(values, weight, out=scratch)
-        self._acc[:, r : r + h, x : x + w] += scratch
-        self._wsum[r : r + h, x : x + w] += weight
+        if self._scratch is None or self._scratch.shape[0] < c or self._scratch.shape[2] < w:
+            self._scratch = np.empty((c, self.strip_rows, w), dtype=np.float32)
+        # The tile's rows may wrap around the end of the ring: add the part before and the part after.
+        ring = y % self.strip_rows
+        first = min(h, self.strip_rows - ring)
+        for dst, src, n in ((ring, 0, first), (0, first, h - first)):
+            if n == 0:
+                continue
+            scratch = self._scratch[:c, :n, :w]
+            np.multiply(values[:, src : src + n], weight[src : src + n], out=scratch)
+            self._acc[:, dst : dst + n, x : x + w] += scratch
+            self._wsum[dst : dst + n, x : x + w] += weight[src : src + n]
 
     def release(self, until: int) -> Iterator[BlendedRows]:
-        """Finish rows up to (excluding) region row `until`, in chunks of at most `strip_rows` rows.
+        """Finish rows up to (excluding) region row `until`, in chunks of at most `release_rows` rows.
 
         No tile added later may touch these rows.
         """
         end = min(until, self.height)
         while self._base < end:
-            n = min(end - self._base, self.strip_rows)
-            wsum = self._wsum[:n]
+            ring = self._base % self.strip_rows
+            n = min(end - self._base, self.strip_rows - ring, self.release_rows)
+            wsum = self._wsum[ring : ring + n]
+            acc = self._acc[:, ring : ring + n]
             covered = wsum > 0
-            values = np.divide(self._acc[:, :n], wsum, out=np.zeros_like(self._acc[:, :n]), where=covered)
-            # Slide the strip up by n rows (numpy buffers the overlapping copy) and zero the rows that come free.
-            keep = self.strip_rows - n
-            self._acc[:, :keep] = self._acc[:, n:]
-            self._wsum[:keep] = self._wsum[n:]
-            self._acc[:, keep:] = 0
-            self._wsum[keep:] = 0
+            values = np.divide(acc, wsum, out=np.zeros(acc.shape, dtype=np.float32), where=covered)
+            acc[...] = 0  # the ring rows are free for the rows strip_rows further down
+            wsum[...] = 0
             row, self._base = self._base, self._base + n
             yield BlendedRows(row=row, values=values, covered=covered)

@@ -137,7 +137,8 @@ class RasterPair:
             if self.reprojected and align == "strict":
                 raise GeoreferenceError(
                     f"SAR raster '{self.sar_path}' is not on the optical grid of '{self.opt_path}' "
-                    f"({self.alignment_reason}); resample it first or use align='reproject'."
+                    f"({self.alignment_reason}); resample it onto the optical grid first, or let mdseg reproject it "
+                    "(--align reproject)."
                 )
             window = footprint_window(self.grid, sar_grid)
             if window is None:
@@ -211,14 +212,22 @@ class RasterPair:
             )
 
     def _grid_difference(self, sar: Grid) -> str:
+        """Every way the SAR grid differs from the optical one, for the user (e.g. size and origin both)."""
         opt = self.grid
-        if sar.crs != opt.crs:
+        if sar.same_as(opt):
+            return "same grid as optical"
+        if sar.crs != opt.crs:  # resolution and origin are not comparable across CRSs
             return f"CRS {sar.crs} differs from optical {opt.crs}"
+        tol = 1e-6 * min(opt.res)
+        parts = []
+        if any(abs(a - b) > tol for a, b in zip(sar.res, opt.res, strict=True)):
+            parts.append(f"resolution {sar.res[0]:g}x{sar.res[1]:g} differs from optical {opt.res[0]:g}x{opt.res[1]:g}")
+        dx, dy = sar.transform.c - opt.transform.c, sar.transform.f - opt.transform.f
+        if abs(dx) > tol or abs(dy) > tol:
+            parts.append(f"transform origin is offset by ({dx:g}, {dy:g}) CRS units from the optical one")
         if sar.shape != opt.shape:
-            return f"size {sar.width}x{sar.height} differs from optical {opt.width}x{opt.height}"
-        if not sar.same_as(opt):
-            return "transform (resolution or offset) differs from the optical one"
-        return "same grid as optical"
+            parts.append(f"size {sar.width}x{sar.height} differs from optical {opt.width}x{opt.height}")
+        return "; ".join(parts) or "transform (rotation) differs from the optical one"
 
     def _warped(self) -> WarpedVRT:
         src = self._sar_file
