@@ -54,9 +54,10 @@ def selective_scan_reference(
     delta_b_u = (delta * u).unsqueeze(-1) * Bx.transpose(2, 3)  # (b, d, l, n)
     x = u.new_zeros(u.shape[0], channels, A.shape[1])
     ys = []
-    for i in range(u.shape[2]):
-        x = delta_a[:, :, i] * x + delta_b_u[:, :, i]
-        ys.append(torch.einsum("bdn,bdn->bd", x, Cx[:, :, :, i]))
+    # unbind once: indexing step i inside the loop would make autograd build a full-size gradient per step
+    for decay, inp, c in zip(delta_a.unbind(2), delta_b_u.unbind(2), Cx.unbind(3), strict=True):
+        x = decay * x + inp
+        ys.append((x * c).sum(-1))
     y = torch.stack(ys, dim=2)
     out = y if D is None else y + u * D.float()[:, None]
     if z is not None:

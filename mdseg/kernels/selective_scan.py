@@ -40,7 +40,8 @@ def selective_scan(
 
     Shapes: u, delta, z (b, d, l); A (d, n); B, C (b, n, l) or grouped (b, g, n, l) with d divisible by g;
     D, delta_bias (d,). Returns out (b, d, l) in u's dtype (half inputs accumulate in float32), and with
-    `return_last_state` also the final state (b, d, n) in float32.
+    `return_last_state` also the final state (b, d, n) in float32 (differentiable only on the `reference` and
+    `torch` backends; the fused kernels treat it as an output without gradient, as mamba-ssm does).
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     impl = _implementation(resolve_backend(backend, u.device, u.dtype))
