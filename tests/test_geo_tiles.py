@@ -1,12 +1,13 @@
-"""Tile grid, blending window and row-strip blender."""
+"""Tile grid, blending window and tile blender."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mdseg.geo.blend import RowBlender
+from mdseg.geo.blend import TileBlender
 from mdseg.geo.tiles import MIN_WEIGHT, tile_grid, tile_starts, weight_window
 
 
@@ -48,29 +49,95 @@ def test_window_is_smooth_positive_and_flat_on_scene_borders():
     assert middle[0, 128] < 0.01 and middle[128, 0] < 0.01
 
 
-def test_blender_normalises_by_summed_weights_and_releases_rows_in_bounded_strips():
+def blend_whole(tiles, height, width, channels, values_of, weight_of):
+    """Reference: blend every tile into whole-region float32 accumulators, in the same order."""
+    acc = np.zeros((channels, height, width), dtype=np.float32)
+    wsum = np.zeros((height, width), dtype=np.float32)
+    for t in tiles:
+        weight = weight_of(t)
+        acc[:, t.y : t.y + t.height, t.x : t.x + t.width] += values_of(t) * weight
+        wsum[t.y : t.y + t.height, t.x : t.x + t.width] += weight
+    covered = wsum > 0
+    return np.divide(acc, wsum, out=np.zeros_like(acc), where=covered), covered
+
+
+def assemble(blocks, height, width, channels):
+    """Paste released blocks into a region, checking each pixel is released exactly once."""
+    values = np.zeros((channels, height, width), dtype=np.float32)
+    covered = np.zeros((height, width), dtype=bool)
+    seen = np.zeros((height, width), dtype=np.int32)
+    for b in blocks:
+        n, m = b.covered.shape
+        values[:, b.row : b.row + n, b.col : b.col + m] = b.values
+        covered[b.row : b.row + n, b.col : b.col + m] = b.covered
+        seen[b.row : b.row + n, b.col : b.col + m] += 1
+    assert (seen == 1).all()
+    return values, covered
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    height=st.integers(1, 160),
+    width=st.integers(1, 160),
+    tile=st.integers(2, 64),
+    data=st.data(),
+)
+def test_blender_equals_whole_region_blending_for_any_grid_and_skipped_tiles(height, width, tile, data):
+    overlap = data.draw(st.integers(0, tile - 1))
+    tiles = tile_grid(height, width, tile, overlap)
+    skipped = data.draw(st.sets(st.integers(0, len(tiles) - 1), max_size=len(tiles)))
+    rng = np.random.default_rng(len(tiles))
+    noise = {(t.row, t.col): rng.random((3, t.height, t.width), dtype=np.float32) for t in tiles}
+    run = [t for i, t in enumerate(tiles) if i not in skipped]
+    blender = TileBlender(tiles, height, width, channels=3)
+    blocks = [b for t in run for b in blender.add(t, noise[t.row, t.col], weight_window(t, overlap))]
+    blocks += blender.finish()
+    values, covered = assemble(blocks, height, width, 3)
+    want, want_covered = blend_whole(
+        run, height, width, 3, lambda t: noise[t.row, t.col], lambda t: weight_window(t, overlap)
+    )
+    np.testing.assert_array_equal(covered, want_covered)
+    np.testing.assert_array_equal(values, want)  # same per-pixel order of float32 sums: bit-identical
+
+
+def test_blender_memory_grows_with_width_only_through_the_overlap_rows():
+    def nbytes(width):
+        return TileBlender(tile_grid(4096, width, 256, 64), 4096, width, channels=4).nbytes
+
+    # 4 channels + weight sum, float32, over the 64 overlap rows of each extra column.
+    assert nbytes(16384) - nbytes(4096) == 5 * 4 * 64 * (16384 - 4096)
+
+
+def test_blender_releases_blocks_left_to_right_as_tiles_arrive():
     height, width = 50, 30
-    blender = RowBlender(height, width, channels=2, strip_rows=20)
     tiles = tile_grid(height, width, 20, 6)
+    blender = TileBlender(tiles, height, width, channels=2)
     released = []
     for t in tiles:
-        released += list(blender.release(t.y))
         value = np.full((2, t.height, t.width), [[[t.row + 1.0]], [[1.0]]], dtype=np.float32)
-        blender.add(t.y, t.x, value, weight_window(t, 6))
-    released += list(blender.release(height))
-    assert [r.row for r in released] == sorted(r.row for r in released)
-    assert max(r.values.shape[1] for r in released) <= 20
-    values = np.concatenate([r.values for r in released], axis=1)
-    assert values.shape == (2, height, width)
+        blocks = list(blender.add(t, value, weight_window(t, 6)))
+        assert all(b.row == t.y and b.col <= t.x for b in blocks)  # finished up to this tile, nothing more
+        released += blocks
+    released += blender.finish()
+    values, _ = assemble(released, height, width, 2)
     np.testing.assert_allclose(values[1], 1.0, rtol=1e-6)  # a constant stays constant under blending
     assert values[0, 0, 0] == 1.0 and values[0, -1, 0] == len({t.row for t in tiles})
 
 
+def test_blender_refuses_tiles_out_of_grid_order():
+    tiles = tile_grid(40, 40, 20, 6)
+    blender = TileBlender(tiles, 40, 40, channels=1)
+    list(blender.add(tiles[1], np.ones((1, 20, 20), dtype=np.float32), weight_window(tiles[1], 6)))
+    with pytest.raises(ValueError, match="after a later tile"):
+        list(blender.add(tiles[0], np.ones((1, 20, 20), dtype=np.float32), weight_window(tiles[0], 6)))
+
+
 def test_blender_leaves_unweighted_pixels_uncovered():
-    blender = RowBlender(10, 10, channels=1, strip_rows=10)
+    (t,) = tile_grid(10, 10, 10, 0)
+    blender = TileBlender([t], 10, 10, channels=1)
     weight = np.ones((10, 10), dtype=np.float32)
     weight[:, :3] = 0
-    blender.add(0, 0, np.ones((1, 10, 10), dtype=np.float32), weight)
-    (rows,) = blender.release(10)
-    assert not rows.covered[:, :3].any() and rows.covered[:, 3:].all()
-    assert (rows.values[0, :, :3] == 0).all()
+    (block,) = blender.add(t, np.ones((1, 10, 10), dtype=np.float32), weight)
+    assert not block.covered[:, :3].any() and block.covered[:, 3:].all()
+    assert (block.values[0, :, :3] == 0).all()
+    assert list(blender.finish()) == []

@@ -22,7 +22,7 @@ import mdseg
 from mdseg.engine.normalise import Normalisation
 from mdseg.errors import OptionError
 from mdseg.geo.atomic import AtomicOutputs
-from mdseg.geo.blend import BlendedRows, RowBlender
+from mdseg.geo.blend import BlendedBlock, TileBlender
 from mdseg.geo.grid import Grid, pixel_areas_m2
 from mdseg.geo.pair import Align, RasterPair
 from mdseg.geo.sar import SarScale
@@ -120,7 +120,7 @@ def predict_scene(
     The SAR raster is read on the optical grid (reprojected when needed, see `RasterPair`); prediction runs on
     the footprints' intersection in `tile`-px tiles overlapping by at least `overlap` px, `batch_size` at a
     time; each tile's noise comes from `tile_seed(seed, row, col)`. Tile probabilities are blended with a
-    cosine window and streamed to disk row strip by row strip. Output: uint8 classes 0..K−1, 255 = nodata,
+    cosine window (`TileBlender`) and streamed to disk band by band. Output: uint8 classes 0..K−1, 255 = nodata,
     colour table from `palette` ((r, g, b) 0–255 per class), class names in band tags and `<out>.aux.xml`.
 
     Optional outputs: `prob_path` (K bands, probability × 255), `confidence_path` (max probability × 255, and
@@ -162,21 +162,20 @@ def predict_scene(
                 sar_nodata=sar_nodata,
             )
         )
-        sink = _Sink(pair.grid, pair.window, classes, palette, samples, outputs, open_files, tmp)
         tiles = tile_grid(pair.window.height, pair.window.width, tile, overlap)
+        sink = _Sink(pair.grid, pair.window, tiles[0].height, classes, palette, samples, outputs, open_files, tmp)
         runner = _TileRunner(pair, predictor, normalise, tile, overlap, seed, steps, samples, inference_scale, device)
-        blender = RowBlender(pair.window.height, pair.window.width, k + 1, tile)
+        blender = TileBlender(tiles, pair.window.height, pair.window.width, k + 1)
         with _progress_reporter(progress, len(tiles)) as advance:
             for batch_tiles, probs in runner.run(tiles, batch_size, advance, timer):
                 t0 = time.perf_counter()
                 for t, (values, weight) in zip(batch_tiles, probs, strict=True):
-                    for rows in blender.release(t.y):
-                        sink.write(rows)
-                    blender.add(t.y, t.x, values, weight)
+                    for block in blender.add(t, values, weight):
+                        sink.write(block)
                 timer["blend_write"] += time.perf_counter() - t0
             t0 = time.perf_counter()
-            for rows in blender.release(pair.window.height):
-                sink.write(rows)
+            for block in blender.finish():
+                sink.write(block)
             sink.finish()
             timer["blend_write"] += time.perf_counter() - t0
         if vector_path is not None:
@@ -319,12 +318,18 @@ class _TileRunner:
 
 
 class _Sink:
-    """Turns blended region rows into full-width output rows and streams them to the output rasters."""
+    """Turns blended blocks into output bytes, gathers them into full-width row bands, streams those to disk.
+
+    A band is the rows one tile row finishes (at most a tile high); its blocks arrive left to right, and the
+    band goes to the writers when its last block is in. Only uint8 bands are full width, so the sink's memory is
+    (output bands) × tile height × scene width bytes.
+    """
 
     def __init__(
         self,
         grid: Grid,
         window: rasterio.windows.Window,
+        band_rows: int,
         classes: Sequence[str],
         palette: Sequence[Sequence[int]],
         samples: int,
@@ -334,18 +339,24 @@ class _Sink:
     ) -> None:
         self.grid, self.window, self.classes, self.palette, self.tmp = grid, window, classes, palette, tmp
         self.k = len(classes)
+        self.row0, self.col0 = int(window.row_off), int(window.col_off)
         self.pixels = np.zeros(256, dtype=np.int64)
         self.area_m2 = np.zeros(256, dtype=np.float64)
         self.writers: dict[str, StreamingCOG] = {}
+        self.bands: dict[str, np.ndarray] = {}
+        # Columns outside the region keep their fill (nodata, or 0 and unmasked) in every band.
+        self.valid = np.zeros((band_rows, grid.width), dtype=bool)
 
-        def open_writer(name: str, count: int, **kwargs: object) -> None:
+        def open_writer(name: str, count: int, fill: int, **kwargs: object) -> None:
             writer = StreamingCOG(outputs.scratch(tmp[name]), grid, count, **kwargs)
             open_files.callback(writer.close)
             self.writers[name] = writer
+            self.bands[name] = np.full((count, band_rows, grid.width), fill, dtype=np.uint8)
 
         open_writer(
             "map",
             1,
+            CLASS_NODATA,
             nodata=CLASS_NODATA,
             colormap=class_colormap(palette),
             descriptions=["land cover class"],
@@ -353,29 +364,31 @@ class _Sink:
             band_tags={1: class_tags(classes)},
         )
         if "probabilities" in tmp:
-            open_writer("probabilities", self.k, masked=True, descriptions=list(classes), overview_resampling="average")
+            kwargs = {"masked": True, "descriptions": list(classes), "overview_resampling": "average"}
+            open_writer("probabilities", self.k, 0, **kwargs)
         if "confidence" in tmp:
             names = ["max probability"] + (["sample disagreement"] if samples > 1 else [])
-            open_writer("confidence", len(names), masked=True, descriptions=names, overview_resampling="average")
+            open_writer("confidence", len(names), 0, masked=True, descriptions=names, overview_resampling="average")
 
-    def write(self, rows: BlendedRows) -> None:
-        """Write blended region rows, after any all-nodata rows above the region."""
-        self._fill_to(int(self.window.row_off) + rows.row)
-        n = rows.values.shape[1]
-        probs = rows.values[: self.k]
-        cls = np.full((n, self.grid.width), CLASS_NODATA, dtype=np.uint8)
-        cols = slice(int(self.window.col_off), int(self.window.col_off) + int(self.window.width))
-        cls[:, cols] = np.where(rows.covered, probs.argmax(axis=0), CLASS_NODATA)
-        row0 = int(self.window.row_off) + rows.row
-        self._count(cls, row0)
-        self.writers["map"].write(cls[None])
-        valid = np.zeros((n, self.grid.width), dtype=bool)
-        valid[:, cols] = rows.covered
-        if "probabilities" in self.writers:
-            self.writers["probabilities"].write(self._full_width(_to_byte(probs), cols), valid)
-        if "confidence" in self.writers:
-            bands = [probs.max(axis=0)] + ([rows.values[self.k]] if self.writers["confidence"].count > 1 else [])
-            self.writers["confidence"].write(self._full_width(_to_byte(np.stack(bands)), cols), valid)
+    def write(self, block: BlendedBlock) -> None:
+        """Put a blended block into its band; write the band (after any all-nodata rows above it) once complete."""
+        n, m = block.covered.shape
+        cols = slice(self.col0 + block.col, self.col0 + block.col + m)
+        probs = block.values[: self.k]
+        cls = np.where(block.covered, probs.argmax(axis=0), CLASS_NODATA).astype(np.uint8)
+        self._count(cls, self.row0 + block.row)
+        self.bands["map"][0, :n, cols] = cls
+        self.valid[:n, cols] = block.covered
+        if "probabilities" in self.bands:
+            self.bands["probabilities"][:, :n, cols] = _to_byte(probs)
+        if "confidence" in self.bands:
+            self.bands["confidence"][0, :n, cols] = _to_byte(probs.max(axis=0))
+            if self.writers["confidence"].count > 1:
+                self.bands["confidence"][1, :n, cols] = _to_byte(block.values[self.k])
+        if block.col + m == int(self.window.width):
+            self._fill_to(self.row0 + block.row)
+            for name, writer in self.writers.items():
+                writer.write(self.bands[name][:, :n], self.valid[:n])
 
     def finish(self) -> None:
         """Fill rows below the region with nodata and convert every raster to a COG; write the map's RAT."""
@@ -398,11 +411,6 @@ class _Sink:
             for i, name in enumerate(self.classes)
         ]
 
-    def _full_width(self, region: np.ndarray, cols: slice) -> np.ndarray:
-        out = np.zeros((region.shape[0], region.shape[1], self.grid.width), dtype=np.uint8)
-        out[:, :, cols] = region
-        return out
-
     def _count(self, cls: np.ndarray, row0: int) -> None:
         areas = pixel_areas_m2(self.grid, row0, cls.shape[0])
         self.pixels += np.bincount(cls.ravel(), minlength=256)
@@ -412,10 +420,10 @@ class _Sink:
         """Write all-nodata rows until raster row `row`, a block at a time."""
         while (done := self.writers["map"].rows_written) < row:
             n = min(row - done, 512)
-            empty = np.zeros((n, self.grid.width), dtype=np.uint8)
+            empty = np.zeros((n, self.grid.width), dtype=bool)
             for writer in self.writers.values():
                 fill = CLASS_NODATA if writer is self.writers["map"] else 0
-                writer.write(np.full((writer.count, n, self.grid.width), fill, dtype=np.uint8), empty.astype(bool))
+                writer.write(np.full((writer.count, n, self.grid.width), fill, dtype=np.uint8), empty)
 
 
 def _to_byte(p: np.ndarray) -> np.ndarray:

@@ -1,88 +1,123 @@
-"""Weighted blending of overlapping tile predictions in a strip of rows that slides down the region."""
+"""Weighted blending of overlapping tile predictions, finished block by block as the tiles advance."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
+from mdseg.geo.tiles import Tile
+
 
 @dataclass(frozen=True)
-class BlendedRows:
-    """Finished rows of the region: `values` (C, n, width) float32 weighted means, `covered` (n, width) bool.
+class BlendedBlock:
+    """A finished block of the region: `values` (C, n, m) float32 weighted means, `covered` (n, m) bool.
 
-    `row` is the region row of the first one. Pixels no tile weighted (nodata, skipped tiles) have
-    `covered` False and `values` 0.
+    (`row`, `col`) is the region pixel of its top-left corner. Pixels no tile weighted (nodata, skipped tiles)
+    have `covered` False and `values` 0.
     """
 
     row: int
+    col: int
     values: np.ndarray
     covered: np.ndarray
 
 
-class RowBlender:
-    """Accumulate tile predictions (C, h, w) weighted by a window, and hand out finished rows.
+class TileBlender:
+    """Accumulate tile predictions (C, h, w) weighted by a window over a `tile_grid`, and hand out finished blocks.
 
-    Tiles must arrive in row-major order with non-decreasing top row `y`; rows above the top of the tile being
-    added can no longer change and are released by `release(y)`. The accumulators are a ring of `strip_rows`
-    rows (the tile height) of the region's full width: region row r lives in ring row r mod `strip_rows`, so
-    releasing rows moves nothing and memory is C × strip_rows × width float32, independent of the region's
-    height. Rows are released `release_rows` at a time, which bounds the per-release temporaries (here and in
-    whoever consumes the rows) at C × release_rows × width. Accumulation is float32 whatever the model's dtype.
+    Tiles arrive in the grid's row-major order; tiles that are never added (all nodata) count as passed when a
+    later tile arrives or at `finish()`. Once tile (r, c) is in, the rows above the next tile row's top and
+    the columns left of the next tile's left edge can no longer change: that block is normalised by the summed
+    weights and handed out. So only two float32 buffers live: the open columns of the current tile row
+    ((C+1) × tile height × 2 tile widths) and, full width, the rows the next tile row overlaps
+    ((C+1) × vertical overlap × width). Memory therefore grows with the width only through the overlap rows,
+    not through whole tile rows, and not at all with the height. Accumulation is float32 whatever the model's
+    dtype, and each pixel sums its tiles in row-major order, as a whole-scene accumulator would.
     """
 
-    def __init__(self, height: int, width: int, channels: int, strip_rows: int, release_rows: int = 64) -> None:
+    def __init__(self, tiles: Sequence[Tile], height: int, width: int, channels: int) -> None:
         self.height, self.width, self.channels = height, width, channels
-        self.strip_rows = min(strip_rows, height)
-        self.release_rows = max(1, min(release_rows, self.strip_rows))
-        self._acc = np.zeros((channels, self.strip_rows, width), dtype=np.float32)
-        self._wsum = np.zeros((self.strip_rows, width), dtype=np.float32)
-        self._scratch: np.ndarray | None = None  # (C, strip_rows, tile width), made on first use
-        self._base = 0  # first region row not yet released
+        self._ys = sorted({t.y for t in tiles})
+        self._xs = sorted({t.x for t in tiles})
+        self._th, self._tw = tiles[0].height, tiles[0].width
+        carry = max((y0 + self._th - y1 for y0, y1 in pairwise(self._ys)), default=0)
+        # Channel C holds the weight sum, so carrying and shifting move values and weights together.
+        self._carry = np.zeros((channels + 1, carry, width), dtype=np.float32)
+        self._acc = np.zeros((channels + 1, self._th, min(2 * self._tw, width)), dtype=np.float32)
+        self._scratch = np.empty((channels, self._th, self._tw), dtype=np.float32)
+        self._next = 0  # row-major index of the next grid position not yet passed
+        self._col0 = 0  # region column of accumulator column 0
+        self._opened = 0  # region columns below this are in the accumulator (current tile row)
+        self._done = 0  # region columns below this are finished (current tile row)
 
     @property
-    def next_row(self) -> int:
-        """First region row not yet released."""
-        return self._base
+    def nbytes(self) -> int:
+        """Bytes held by the float32 accumulators (the open columns and the carried overlap rows)."""
+        return self._carry.nbytes + self._acc.nbytes + self._scratch.nbytes
 
-    def add(self, y: int, x: int, values: np.ndarray, weight: np.ndarray) -> None:
-        """Add `values` (C, h, w) with per-pixel `weight` (h, w) at region pixel (y, x); zero weight = unused.
+    def add(self, t: Tile, values: np.ndarray, weight: np.ndarray) -> Iterator[BlendedBlock]:
+        """Add `values` (C, h, w) weighted by `weight` (h, w) (zero = unused) for tile `t`; yield finished blocks.
 
-        Releases nothing itself: call `release(y)` first when `y` moved down.
+        Tiles must come in row-major grid order; positions skipped since the last call are passed first. Blocks
+        are yielded one at a time (and the tile is added only once they are consumed) so that a long run of
+        skipped tiles never holds more than one block.
         """
-        c, h, w = values.shape
-        if y < self._base or y + h > self._base + self.strip_rows:
-            raise ValueError(
-                f"tile rows {y}..{y + h} fall outside the open strip {self._base}..{self._base + self.strip_rows}"
-            )
-        if self._scratch is None or self._scratch.shape[0] < c or self._scratch.shape[2] < w:
-            self._scratch = np.empty((c, self.strip_rows, w), dtype=np.float32)
-        # The tile's rows may wrap around the end of the ring: add the part before and the part after.
-        ring = y % self.strip_rows
-        first = min(h, self.strip_rows - ring)
-        for dst, src, n in ((ring, 0, first), (0, first, h - first)):
-            if n == 0:
-                continue
-            scratch = self._scratch[:c, :n, :w]
-            np.multiply(values[:, src : src + n], weight[src : src + n], out=scratch)
-            self._acc[:, dst : dst + n, x : x + w] += scratch
-            self._wsum[dst : dst + n, x : x + w] += weight[src : src + n]
+        index = t.row * len(self._xs) + t.col
+        if index < self._next:
+            raise ValueError(f"tile ({t.row}, {t.col}) arrived after a later tile of the grid")
+        yield from self._pass(index)
+        yield self._step(index, values, weight)
+        self._next = index + 1
 
-    def release(self, until: int) -> Iterator[BlendedRows]:
-        """Finish rows up to (excluding) region row `until`, in chunks of at most `release_rows` rows.
+    def finish(self) -> Iterator[BlendedBlock]:
+        """Pass every remaining grid position, yielding the last finished blocks."""
+        yield from self._pass(len(self._ys) * len(self._xs))
 
-        No tile added later may touch these rows.
-        """
-        end = min(until, self.height)
-        while self._base < end:
-            ring = self._base % self.strip_rows
-            n = min(end - self._base, self.strip_rows - ring, self.release_rows)
-            wsum = self._wsum[ring : ring + n]
-            acc = self._acc[:, ring : ring + n]
-            covered = wsum > 0
-            values = np.divide(acc, wsum, out=np.zeros(acc.shape, dtype=np.float32), where=covered)
-            acc[...] = 0  # the ring rows are free for the rows strip_rows further down
-            wsum[...] = 0
-            row, self._base = self._base, self._base + n
-            yield BlendedRows(row=row, values=values, covered=covered)
+    def _pass(self, until: int) -> Iterator[BlendedBlock]:
+        """Pass the grid positions before `until` that no tile was added for."""
+        while self._next < until:
+            index, self._next = self._next, self._next + 1
+            yield self._step(index, None, None)
+
+    def _step(self, index: int, values: np.ndarray | None, weight: np.ndarray | None) -> BlendedBlock:
+        r, c = divmod(index, len(self._xs))
+        y, x, c_end = self._ys[r], self._xs[c], self._xs[c] + self._tw
+        if c == 0:
+            self._col0 = self._opened = self._done = 0
+        if c_end > self._col0 + self._acc.shape[2]:
+            # Shift the open, unfinished columns to the front to make room for this tile.
+            live = self._opened - self._done
+            self._acc[:, :, :live] = self._acc[:, :, self._done - self._col0 : self._opened - self._col0]
+            self._col0 = self._done
+        new = slice(self._opened - self._col0, c_end - self._col0)
+        self._acc[:, :, new] = 0
+        if r > 0:
+            # Rows the tile rows above already weighted: start from what they left in the carry.
+            n = self._ys[r - 1] + self._th - y
+            self._acc[:, :n, new] = self._carry[:, :n, self._opened : c_end]
+        self._opened = c_end
+        if values is not None:
+            k = self.channels
+            cols = slice(x - self._col0, c_end - self._col0)
+            np.multiply(values, weight, out=self._scratch)
+            self._acc[:k, :, cols] += self._scratch
+            self._acc[k, :, cols] += weight
+        return self._finish_block(r, c)
+
+    def _finish_block(self, r: int, c: int) -> BlendedBlock:
+        """Normalise the finished columns of tile row `r` after position (r, c); carry its overlap rows down."""
+        last_row = r + 1 == len(self._ys)
+        end = self.width if c + 1 == len(self._xs) else self._xs[c + 1]
+        rows = self._th if last_row else self._ys[r + 1] - self._ys[r]
+        cols = slice(self._done - self._col0, end - self._col0)
+        acc, wsum = self._acc[: self.channels, :rows, cols], self._acc[self.channels, :rows, cols]
+        covered = wsum > 0
+        values = np.divide(acc, wsum, out=np.zeros(acc.shape, dtype=np.float32), where=covered)
+        if not last_row:
+            self._carry[:, : self._th - rows, self._done : end] = self._acc[:, rows:, cols]
+        block = BlendedBlock(row=self._ys[r], col=self._done, values=values, covered=covered)
+        self._done = end
+        return block
