@@ -81,8 +81,11 @@ def depthwise_conv3x3(channels: int) -> nn.Conv2d:
 
 
 def conv_silu(x: Tensor, conv: nn.Conv2d) -> Tensor:
-    """(B, H, W, C) -> SiLU(conv(x)) as (B, C, H, W), the layout the SS2D scan reads."""
-    return F.silu(conv(x.permute(0, 3, 1, 2)))
+    """(B, H, W, C) -> SiLU(conv(x)) as contiguous (B, C, H, W), the layout the SS2D scan reads.
+
+    The convolution of a channels-last view returns channels-last memory; making it contiguous here, once,
+    saves the scan's projections and kernel a copy each."""
+    return F.silu(conv(x.permute(0, 3, 1, 2)).contiguous())
 
 
 class ScanCore(nn.Module):
@@ -143,7 +146,8 @@ class ScanCore(nn.Module):
             )
         x_dbl = to_scan_order(x_dbl.view(b, DIRECTIONS, -1, h, w))
         dt_low, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
-        dt = torch.einsum("bkrl,kdr->bkdl", dt_low, self.dt_proj_weight)
+        # a broadcast matmul writes (b, k, d, l) contiguous; einsum returned a permuted view the scan copied
+        dt = torch.matmul(self.dt_proj_weight, dt_low)
         y = ss2d_scan(
             u,
             dt,
