@@ -1,10 +1,13 @@
-"""Shared fixtures: seeded selective-scan inputs and the scaled-error comparison the kernel tests use."""
+"""Shared fixtures: seeded selective-scan inputs, the scaled-error comparison the kernel tests use, and a
+runner for the `mdseg` command line."""
 
 from __future__ import annotations
 
 # mdseg before torch: it sets OMP_WAIT_POLICY=PASSIVE, which OpenMP reads only when torch loads it. With torch
 # first, torch's and numba's idle threads spin against each other (the kernel tests: 95 s instead of 11 s).
-import mdseg  # noqa: F401  # isort: skip
+from mdseg import errors as _mdseg_first  # noqa: F401  # isort: skip
+import sys
+
 import pytest
 import torch
 
@@ -72,3 +75,23 @@ def _assert_scaled_close(
 def assert_scaled_close():
     """`assert_scaled_close(actual, expected, rel, what, floor=1)`: see `_assert_scaled_close`."""
     return _assert_scaled_close
+
+
+@pytest.fixture
+def mdseg(capsys, monkeypatch):
+    """Run `mdseg ARGS…` through the console-script entry point (so `MdsegError` -> one line, exit 2):
+    returns (exit code, stdout, stderr)."""
+    from mdseg import cli as cli_module
+
+    # Wide consoles so a long error stays on one line whatever terminal the tests run in.
+    monkeypatch.setattr(cli_module.err_console, "width", 1000)
+    monkeypatch.setattr(cli_module.console, "width", 1000)
+
+    def run(*args: object) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["mdseg", *map(str, args)])
+        with pytest.raises(SystemExit) as exited:
+            cli_module.main()
+        out, err = capsys.readouterr()
+        return exited.value.code or 0, out, err
+
+    return run

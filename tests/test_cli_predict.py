@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ import torch
 from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
 
-from mdseg import cli as cli_module
 from mdseg.checkpoint import DEMO_CHECKPOINT, CheckpointMeta, save_checkpoint
 from mdseg.engine.batch import LOG_NAME, pair_scenes, scene_key
 from mdseg.engine.normalise import Normalisation
@@ -62,23 +60,6 @@ def checkpoint(tmp_path_factory) -> Path:
         provenance={"note": "random weights for tests"},
     )
     return save_checkpoint(tmp_path_factory.mktemp("ck") / "tiny.safetensors", model, meta)
-
-
-@pytest.fixture
-def mdseg(capsys, monkeypatch):
-    """Run `mdseg ARGS…` through the console-script entry point: (exit code, stdout, stderr)."""
-    # Wide consoles so a long error stays on one line whatever terminal the tests run in.
-    monkeypatch.setattr(cli_module.err_console, "width", 1000)
-    monkeypatch.setattr(cli_module.console, "width", 1000)
-
-    def run(*args: object) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["mdseg", *map(str, args)])
-        with pytest.raises(SystemExit) as exited:
-            cli_module.main()
-        out, err = capsys.readouterr()
-        return exited.value.code or 0, out, err
-
-    return run
 
 
 def one_error_line(err: str) -> str:

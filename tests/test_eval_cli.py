@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,6 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from mdseg import cli as cli_module
 from mdseg.engine.evaluate import apply_label_map, evaluate_rasters
 
 CLASSES = ["water", "forest", "city"]
@@ -61,22 +59,6 @@ def write_classes(path: Path, data: np.ndarray, *, nodata: float | None = None, 
         if names is not None:
             dst.update_tags(1, CLASS_NAMES=json.dumps(names))
     return path
-
-
-@pytest.fixture
-def mdseg(capsys, monkeypatch):
-    """Run `mdseg ARGS…` through the console-script entry point: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(cli_module.err_console, "width", 1000)
-    monkeypatch.setattr(cli_module.console, "width", 1000)
-
-    def run(*args: object) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["mdseg", *map(str, args)])
-        with pytest.raises(SystemExit) as exited:
-            cli_module.main()
-        out, err = capsys.readouterr()
-        return exited.value.code or 0, out, err
-
-    return run
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,6 @@ import torch
 from rasterio.transform import from_origin
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
-from mdseg import cli as cli_module
 from mdseg.checkpoint import CheckpointMeta, save_checkpoint
 from mdseg.engine.normalise import Normalisation
 from mdseg.models import build_model
@@ -65,22 +63,6 @@ def checkpoint(tmp_path_factory) -> Path:
         tile=64,
     )
     return save_checkpoint(tmp_path_factory.mktemp("ck") / "tiny_db.safetensors", model, meta)
-
-
-@pytest.fixture
-def mdseg(capsys, monkeypatch):
-    """Run `mdseg ARGS…` through the console-script entry point: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(cli_module.err_console, "width", 1000)
-    monkeypatch.setattr(cli_module.console, "width", 1000)
-
-    def run(*args: object) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["mdseg", *map(str, args)])
-        with pytest.raises(SystemExit) as exited:
-            cli_module.main()
-        out, err = capsys.readouterr()
-        return exited.value.code or 0, out, err
-
-    return run
 
 
 def predict(mdseg, checkpoint: Path, opt: Path, sar: Path, out: Path, *extra: object) -> tuple[int, str, str]:
