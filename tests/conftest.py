@@ -95,3 +95,31 @@ def mdseg(capsys, monkeypatch):
         return exited.value.code or 0, out, err
 
     return run
+
+
+TEST_CLASSES = ["water", "forest", "city"]
+TEST_PALETTE = [(0, 0, 255), (0, 128, 0), (200, 0, 0)]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A `tiny` model with seeded random weights saved as an mdseg checkpoint: 4 optical (B04, B03, B02, B08)
+    + 1 SAR (VV, dB) bands, the 3 classes above, 64-px tiles."""
+    from mdseg.checkpoint import CheckpointMeta, save_checkpoint
+    from mdseg.engine.normalise import Normalisation
+    from mdseg.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("tiny", opt_bands=4, sar_bands=1, num_classes=len(TEST_CLASSES))
+    meta = CheckpointMeta(
+        config=model.config,
+        classes=TEST_CLASSES,
+        palette=TEST_PALETTE,
+        opt_band_names=["B04", "B03", "B02", "B08"],
+        sar_band_names=["VV"],
+        normalisation=Normalisation([1000.0] * 4, [400.0] * 4, [-12.0], [4.0]),
+        sar_scale="db",
+        tile=64,
+        provenance={"note": "random weights for tests"},
+    )
+    return save_checkpoint(tmp_path_factory.mktemp("ck") / "tiny.safetensors", model, meta)

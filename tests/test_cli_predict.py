@@ -9,15 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import torch
 from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
 
-from mdseg.checkpoint import DEMO_CHECKPOINT, CheckpointMeta, save_checkpoint
+from mdseg.checkpoint import DEMO_CHECKPOINT
 from mdseg.engine.batch import LOG_NAME, pair_scenes, scene_key
-from mdseg.engine.normalise import Normalisation
 from mdseg.geo.tiles import tile_grid
-from mdseg.models import build_model
 
 CLASSES = ["water", "forest", "city"]
 PALETTE = [(0, 0, 255), (0, 128, 0), (200, 0, 0)]
@@ -44,22 +41,9 @@ def smooth_scene(folder: Path, name: str = "scene", size: int = 96, opt_bands: i
     return write_raster(folder / f"{name}_opt.tif", opt), write_raster(folder / f"{name}_sar.tif", sar)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A `tiny` model with fixed random weights, saved as an mdseg checkpoint (4 optical + 1 SAR band, 3 classes)."""
-    torch.manual_seed(0)
-    model = build_model("tiny", opt_bands=4, sar_bands=1, num_classes=3)
-    meta = CheckpointMeta(
-        config=model.config,
-        classes=CLASSES,
-        palette=PALETTE,
-        opt_band_names=["B04", "B03", "B02", "B08"],
-        sar_band_names=["VV"],
-        normalisation=Normalisation([1000.0] * 4, [400.0] * 4, [-12.0], [4.0]),
-        tile=64,
-        provenance={"note": "random weights for tests"},
-    )
-    return save_checkpoint(tmp_path_factory.mktemp("ck") / "tiny.safetensors", model, meta)
+@pytest.fixture
+def checkpoint(tiny_checkpoint) -> Path:
+    return tiny_checkpoint
 
 
 def one_error_line(err: str) -> str:

@@ -12,10 +12,6 @@ import torch
 from rasterio.transform import from_origin
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
-from mdseg.checkpoint import CheckpointMeta, save_checkpoint
-from mdseg.engine.normalise import Normalisation
-from mdseg.models import build_model
-
 CLASSES = ["water", "forest", "city"]
 PALETTE = [(0, 0, 255), (0, 128, 0), (200, 0, 0)]
 SIZE = 64
@@ -47,22 +43,9 @@ def optical(folder: Path) -> Path:
     return write_raster(folder / "opt.tif", opt)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A `tiny` model with seeded random weights whose SAR input is dB (`sar_scale="db"`), 4 + 1 bands, 3 classes."""
-    torch.manual_seed(0)
-    model = build_model("tiny", opt_bands=4, sar_bands=1, num_classes=3)
-    meta = CheckpointMeta(
-        config=model.config,
-        classes=CLASSES,
-        palette=PALETTE,
-        opt_band_names=["B04", "B03", "B02", "B08"],
-        sar_band_names=["VV"],
-        normalisation=Normalisation([1000.0] * 4, [400.0] * 4, [-12.0], [4.0]),
-        sar_scale="db",
-        tile=64,
-    )
-    return save_checkpoint(tmp_path_factory.mktemp("ck") / "tiny_db.safetensors", model, meta)
+@pytest.fixture
+def checkpoint(tiny_checkpoint) -> Path:
+    return tiny_checkpoint
 
 
 def predict(mdseg, checkpoint: Path, opt: Path, sar: Path, out: Path, *extra: object) -> tuple[int, str, str]:

@@ -320,6 +320,23 @@ def _row_backward(  # noqa: C901
     return gskip, gbias
 
 
+@njit(inline="always", **_JIT)
+def _row_backward_scratch(u, length, nstate):
+    """Per-thread buffers of `_row_backward`, allocated once per work unit: xs (l + 1, n) with xs[t + 1] the
+    state after step t, dt, gy, decay (l + 1), input, hs (l,), and h, a_buf, hn_buf (n,)."""
+    return (
+        np.empty((length + 1, nstate), u.dtype),
+        np.empty(length, u.dtype),
+        np.empty(length, u.dtype),
+        np.empty(length + 1, u.dtype),
+        np.empty(length, u.dtype),
+        np.empty(length, u.dtype),
+        np.empty(nstate, u.dtype),
+        np.empty(nstate, u.dtype),
+        np.empty(nstate, u.dtype),
+    )
+
+
 _ROWS = 4  # rows whose d_state-1 recurrences run interleaved (see _recur4)
 
 
@@ -399,15 +416,7 @@ def _backward(
         gi, si = divmod(rest, splits)
         first = gi * per_group + si * per_split
         stop = min(first + per_split, (gi + 1) * per_group)
-        xs = np.empty((length + 1, nstate), u.dtype)  # xs[t + 1] = state after step t; xs[0] = 0
-        dt = np.empty(length, u.dtype)
-        gy = np.empty(length, u.dtype)
-        decay = np.empty(length + 1, u.dtype)
-        inp = np.empty(length, u.dtype)
-        hs = np.empty(length, u.dtype)
-        h = np.empty(nstate, u.dtype)
-        a_buf = np.empty(nstate, u.dtype)
-        hn_buf = np.empty(nstate, u.dtype)
+        xs, dt, gy, decay, inp, hs, h, a_buf, hn_buf = _row_backward_scratch(u, length, nstate)
         for di in range(first, stop):
             gskip, gbias = _row_backward(
                 u[bi, di], delta[bi, di], A[di], Bt[bi, gi], Ct[bi, gi],
@@ -502,15 +511,7 @@ def _backward_2d(
     zero = one - one
     for unit in prange(nbatch * splits):
         bi, si = divmod(np.int64(unit), splits)
-        xs = np.empty((length + 1, nstate), u.dtype)
-        dt = np.empty(length, u.dtype)
-        gy = np.empty(length, u.dtype)
-        decay = np.empty(length + 1, u.dtype)
-        inp = np.empty(length, u.dtype)
-        hs = np.empty(length, u.dtype)
-        h = np.empty(nstate, u.dtype)
-        a_buf = np.empty(nstate, u.dtype)
-        hn_buf = np.empty(nstate, u.dtype)
+        xs, dt, gy, decay, inp, hs, h, a_buf, hn_buf = _row_backward_scratch(u, length, nstate)
         useq = np.empty((4, length), u.dtype)
         gseq = np.empty((4, length), u.dtype)
         duseq = np.empty((4, length), u.dtype)
