@@ -9,10 +9,7 @@ for (d, l) in (256, 4096), (512, 1024), (1024, 256), (2048, 64) and n in {1, 16}
 
 Each figure is the median of up to `--repeats` timed runs after one warm-up run (numba compiles on its first
 call); runs stop early once they add up to `--budget` seconds, and a figure whose warm-up alone takes longer is
-that single run (the slow PyTorch paths at n = 16). The table gives the run count. The reference's
-forward+backward is timed only where it finishes in seconds: its autograd backward zeroes a full-size
-(b, d, l, n) gradient for every step's slice, ~12·b·d·l²·n bytes, so it runs only when that is <= 8 GB
-(at (256, 4096): 112 s measured at n = 1 on 2 busy cores, and ~16× the bytes at n = 16).
+that single run (the slow PyTorch paths at n = 16). The table gives the run count.
 Speed-ups are over `reference` in the same run. GB/s counts the bytes of u, delta, B, C and out, each read or
 written once, divided by the time (the same byte count for forward+backward, so it is comparable, not physical).
 The JSON also keeps each figure's minimum. Targets, evaluated at (d, l) = (256, 4096) on the ratio of medians
@@ -49,12 +46,6 @@ SHAPES = [(256, 4096), (512, 1024), (1024, 256), (2048, 64)]
 STATE_SIZES = (1, 16)
 TARGET_SHAPE = SHAPES[0]
 GRAD_INPUTS = ("u", "delta", "A", "B", "C", "D", "delta_bias")
-REFERENCE_BACKWARD_MAX_BYTES = 8e9
-
-
-def reference_backward_feasible(d: int, length: int, n: int) -> bool:
-    """Whether the reference's forward+backward is cheap enough to time (see the module docstring)."""
-    return 12 * BATCH * d * length * length * n <= REFERENCE_BACKWARD_MAX_BYTES
 
 
 def make_inputs(d: int, length: int, n: int, device: str, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -153,8 +144,6 @@ def measure(name: str, scan, device: str, inputs: dict, repeats: int, budget_s: 
     forward_s, forward_min_s, forward_runs, out = _time(forward, repeats, budget_s, device)
     result = {"out": out.float().cpu(), "forward_s": forward_s, "forward_min_s": forward_min_s}
     result["forward_runs"] = forward_runs
-    if name == "reference" and not reference_backward_feasible(d, length, inputs["A"].shape[1]):
-        return {**result, "forward_backward_s": None, "forward_backward_min_s": None, "forward_backward_runs": 0}
     fb_s, fb_min_s, fb_runs, _ = _time(forward_backward, repeats, budget_s, device)
     return {**result, "forward_backward_s": fb_s, "forward_backward_min_s": fb_min_s, "forward_backward_runs": fb_runs}
 
@@ -287,8 +276,7 @@ def print_report(report: dict, console: Console) -> None:
     console.print(table)
     console.print(
         f"runs: timed runs after one warm-up (up to {report['settings']['repeats']}, stopping at "
-        f"{report['settings']['budget_s']:g} s; 1 = the warm-up itself took longer). The reference's fwd+bwd is "
-        "skipped where its O(l²) autograd backward would take minutes. "
+        f"{report['settings']['budget_s']:g} s; 1 = the warm-up itself took longer). "
         "err vs ref: max |out - ref| / max(1, max |ref|). GB/s: u, delta, B, C, out once / time."
     )
     for t in report["targets"]:
