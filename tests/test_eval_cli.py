@@ -146,7 +146,7 @@ def test_unmapped_label_values_are_refused_with_a_hint(tmp_path, mdseg):
     [
         ({"crs": "EPSG:32634"}, "CRS"),
         ({"transform": from_origin(500_010, 4_000_000, 10, 10)}, "transform"),
-        ({"shape": (5, 6)}, "size 6x4 vs 6x5"),
+        ({"shape": (5, 6)}, "size 6x4 differs from label 6x5"),
     ],
 )
 def test_a_grid_mismatch_is_one_line_and_exit_2(tmp_path, mdseg, grid, why):

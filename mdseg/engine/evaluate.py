@@ -159,12 +159,7 @@ def write_confusion_csv(path: str | Path, cm: ConfusionMatrix, classes: Sequence
 def _check_same_grid(pred: Grid, label: Grid, pred_path: Path, label_path: Path) -> None:
     if pred.same_as(label):
         return
-    if pred.crs != label.crs:
-        why = f"CRS {pred.crs} vs {label.crs}"
-    elif pred.shape != label.shape:
-        why = f"size {pred.width}x{pred.height} vs {label.width}x{label.height} px"
-    else:
-        why = "transform (resolution or origin) differs"
+    why = pred.difference(label, "label")
     raise GeoreferenceError(
         f"Prediction '{pred_path}' and label '{label_path}' are not on the same grid ({why}); "
         "resample one onto the other's grid (nearest neighbour) first."

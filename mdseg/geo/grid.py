@@ -40,6 +40,26 @@ class Grid:
         tol = 1e-6 * min(self.res)
         return all(abs(a - b) <= tol for a, b in zip(self.transform[:6], other.transform[:6], strict=True))
 
+    def difference(self, other: Grid, other_name: str) -> str:
+        """Every way this grid differs from `other` (called `other_name`), for the user: e.g. size and origin."""
+        if self.same_as(other):
+            return f"same grid as {other_name}"
+        if self.crs != other.crs:  # resolution and origin are not comparable across CRSs
+            return f"CRS {self.crs} differs from {other_name} {other.crs}"
+        tol = 1e-6 * min(other.res)
+        parts = []
+        if any(abs(a - b) > tol for a, b in zip(self.res, other.res, strict=True)):
+            parts.append(
+                f"resolution {self.res[0]:g}x{self.res[1]:g} differs from {other_name} "
+                f"{other.res[0]:g}x{other.res[1]:g}"
+            )
+        dx, dy = self.transform.c - other.transform.c, self.transform.f - other.transform.f
+        if abs(dx) > tol or abs(dy) > tol:
+            parts.append(f"transform origin is offset by ({dx:g}, {dy:g}) CRS units from the {other_name} one")
+        if self.shape != other.shape:
+            parts.append(f"size {self.width}x{self.height} differs from {other_name} {other.width}x{other.height}")
+        return "; ".join(parts) or f"transform (rotation) differs from the {other_name} one"
+
 
 def pixel_areas_m2(grid: Grid, row0: int, rows: int) -> np.ndarray:
     """Ground area in m² of one pixel in each of rows `row0 … row0 + rows − 1`, shape (rows,), float64.

@@ -133,7 +133,7 @@ class RasterPair:
             sar_grid = grid_of(self._sar_file)
             self._check_crs(sar_grid)
             self.reprojected = not sar_grid.same_as(self.grid)
-            self.alignment_reason = self._grid_difference(sar_grid)
+            self.alignment_reason = sar_grid.difference(self.grid, "optical")
             if self.reprojected and align == "strict":
                 raise GeoreferenceError(
                     f"SAR raster '{self.sar_path}' is not on the optical grid of '{self.opt_path}' "
@@ -210,24 +210,6 @@ class RasterPair:
                 f"SAR raster '{self.sar_path}' has no CRS while the optical raster is in {self.grid.crs}; "
                 "assign the SAR file its CRS (e.g. gdal_edit.py -a_srs) and retry."
             )
-
-    def _grid_difference(self, sar: Grid) -> str:
-        """Every way the SAR grid differs from the optical one, for the user (e.g. size and origin both)."""
-        opt = self.grid
-        if sar.same_as(opt):
-            return "same grid as optical"
-        if sar.crs != opt.crs:  # resolution and origin are not comparable across CRSs
-            return f"CRS {sar.crs} differs from optical {opt.crs}"
-        tol = 1e-6 * min(opt.res)
-        parts = []
-        if any(abs(a - b) > tol for a, b in zip(sar.res, opt.res, strict=True)):
-            parts.append(f"resolution {sar.res[0]:g}x{sar.res[1]:g} differs from optical {opt.res[0]:g}x{opt.res[1]:g}")
-        dx, dy = sar.transform.c - opt.transform.c, sar.transform.f - opt.transform.f
-        if abs(dx) > tol or abs(dy) > tol:
-            parts.append(f"transform origin is offset by ({dx:g}, {dy:g}) CRS units from the optical one")
-        if sar.shape != opt.shape:
-            parts.append(f"size {sar.width}x{sar.height} differs from optical {opt.width}x{opt.height}")
-        return "; ".join(parts) or "transform (rotation) differs from the optical one"
 
     def _warped(self) -> WarpedVRT:
         src = self._sar_file
