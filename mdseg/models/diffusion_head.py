@@ -131,11 +131,18 @@ class Denoiser(nn.Module):
         for layer in self.layers:
             layer.attn.reset_parameters()
 
-    def forward(self, x: Tensor, time: Tensor) -> Tensor:
-        """x: (B, C, h, w) input map; time: (B, 4C) → logits (B, num_classes, h, w)."""
-        batch, channels, height, width = x.shape
+    @staticmethod
+    def positions(x: Tensor) -> tuple[Tensor, Tensor]:
+        """Sine position encoding (h·w, C) and reference points (h·w, 2) for maps shaped like x (B, C, h, w)."""
+        _, channels, height, width = x.shape
         pos = sine_position_encoding(height, width, channels, x.device).to(x.dtype)
-        reference = reference_points(height, width, x.device).to(x.dtype)
+        return pos, reference_points(height, width, x.device).to(x.dtype)
+
+    def forward(self, x: Tensor, time: Tensor, positions: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """x: (B, C, h, w) input map; time: (B, 4C); `positions` from `positions(x)`, computed here when not
+        given (the sampler passes them so its steps share one) → logits (B, num_classes, h, w)."""
+        batch, channels, height, width = x.shape
+        pos, reference = self.positions(x) if positions is None else positions
         tokens = x.flatten(2).transpose(1, 2)  # (B, h·w, C), row-major
         for layer in self.layers:
             tokens = layer(tokens, pos, reference, (height, width), time)
@@ -173,19 +180,28 @@ class DiffusionHead(nn.Module):
         e = self.class_embedding(classes).permute(0, 3, 1, 2)
         return (torch.sigmoid(e) * 2 - 1) * self.bit_scale
 
-    def denoise(self, feature: Tensor, latent: Tensor, snr: Tensor) -> Tensor:
+    def denoise(
+        self, feature: Tensor, latent: Tensor, snr: Tensor, positions: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
         """Logits (B, K, h, w) for neck feature (B, C, h, w), noisy latent (B, C, h, w), log-SNR (B,)."""
         x = self.input_proj(torch.cat([feature, latent], dim=1))  # feature first, as the release
-        return self.denoiser(x, self.time_embed(snr))
+        return self.denoiser(x, self.time_embed(snr), positions)
 
-    def ddim_step(self, feature: Tensor, latent: Tensor, t_now: float, t_next: float) -> StepOutput:
+    def ddim_step(
+        self,
+        feature: Tensor,
+        latent: Tensor,
+        t_now: float,
+        t_next: float,
+        positions: tuple[Tensor, Tensor] | None = None,
+    ) -> StepOutput:
         """One deterministic DDIM step (η = 0) of latent (B, C, h, w) from time t_now to t_next."""
         batch = feature.shape[0]
         snr = log_snr(torch.full((batch,), t_now, device=feature.device))
         snr_next = log_snr(torch.full((batch,), t_next, device=feature.device))
         alpha, sigma = (_per_sample(s) for s in alpha_sigma(snr))
         alpha_next, sigma_next = (_per_sample(s) for s in alpha_sigma(snr_next))
-        logits = self.denoise(feature, latent, snr)
+        logits = self.denoise(feature, latent, snr, positions)
         mask_pred = self.embed(logits.argmax(dim=1))
         pred_noise = (latent - alpha * mask_pred) / sigma.clamp(min=1e-8)
         return StepOutput(logits, mask_pred, pred_noise, mask_pred * alpha_next + pred_noise * sigma_next)
@@ -193,8 +209,9 @@ class DiffusionHead(nn.Module):
     def sample(self, feature: Tensor, latent: Tensor, steps: int) -> Tensor:
         """DDIM from latent (B, C, h, w) with the given number of steps → the last step's logits (B, K, h, w)."""
         logits = None
+        positions = self.denoiser.positions(feature)  # the same for every step
         for t_now, t_next in ddim_times(steps):
-            logits, _, _, latent = self.ddim_step(feature, latent, t_now, t_next)
+            logits, _, _, latent = self.ddim_step(feature, latent, t_now, t_next, positions)
         return logits
 
     def train_logits(self, feature: Tensor, label: Tensor, t: Tensor, noise: Tensor) -> Tensor:
