@@ -54,3 +54,30 @@ def write_pair_folders(
         for folder, array in zip(folders, arrays, strict=True):
             file = f"{folder}_{name}.tif" if prefixes else f"{name}.tif"
             write_tif(root / folder / file, array)
+
+
+def write_blob_dataset(root: Path, scenes: dict[str, int], size: int = 96, seed: int = 0) -> Path:
+    """A learnable generic-layout dataset: `scenes` maps split → scene count; each scene is smooth blobs of
+    2 classes (0 = "land": bright optical, SAR −8 dB; 1 = "water": dark optical, SAR −20 dB) plus noise, and
+    `classes.json` at the root. Returns `root`."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for split, count in scenes.items():
+        for k in range(count):
+            field = np.zeros((size, size))
+            for _ in range(4):
+                cy, cx, r = rng.uniform(0, size, 2).tolist() + [rng.uniform(size / 8, size / 4)]
+                field += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+            water = field > 0.5
+            opt = np.where(water, 300.0, 1200.0)[None] * rng.uniform(0.9, 1.1, (4, 1, 1))
+            opt = (opt + rng.normal(0, 60, (4, size, size))).clip(0, 4000).astype(np.uint16)
+            sar = (np.where(water, -20.0, -8.0) + rng.normal(0, 1.5, (size, size))).astype(np.float32)
+            name = f"{split}{k}"
+            write_tif(root / split / "opt" / f"{name}.tif", opt)
+            write_tif(root / split / "sar" / f"{name}.tif", sar)
+            write_tif(root / split / "label" / f"{name}.tif", water.astype(np.uint8))
+    classes = {"names": ["land", "water"], "palette": [[200, 160, 80], [0, 0, 255]]}
+    (root / "classes.json").write_text(json.dumps(classes))
+    return root
