@@ -350,28 +350,75 @@ class MetricChoice(str, Enum):
 
 @app.command("eval")
 def eval_(
-    pred: Annotated[Path | None, typer.Option("--pred", help="Predicted class raster (band 1: class indices).")] = None,
+    pred: Annotated[
+        Path | None, typer.Option("--pred", help="Raster mode: predicted class raster (band 1: class indices).")
+    ] = None,
     label: Annotated[
-        Path | None, typer.Option("--label", help="Label raster on the same grid (CRS, transform, size).")
+        Path | None, typer.Option("--label", help="Raster mode: label raster on the same grid (CRS, transform, size).")
     ] = None,
     classes: Annotated[
         str | None,
         typer.Option(
             "--classes",
-            help="Class names for values 0..K−1, comma-separated, or just their count K. "
+            help="Raster mode: class names for values 0..K−1, comma-separated, or just their count K. "
             "Default: the CLASS_NAMES tag of --pred (as mdseg predict writes it), else of --label.",
         ),
     ] = None,
     ignore: Annotated[
-        int, typer.Option("--ignore", help="Label value (after --label-map) left out of the metrics.")
-    ] = IGNORE_INDEX,
+        int | None,
+        typer.Option(
+            "--ignore", help="Raster mode: label value (after --label-map) left out of the metrics. Default: 255."
+        ),
+    ] = None,
     label_map: Annotated[
         str | None,
         typer.Option(
             "--label-map",
-            help="Label values to remap before comparing, VALUE:CLASS pairs, e.g. 0:255,10:0,20:1 "
+            help="Raster mode: label values to remap before comparing, VALUE:CLASS pairs, e.g. 0:255,10:0,20:1 "
             "(WHU-OPT-SAR); unlisted values are kept.",
         ),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="Dataset mode: dataset folder (WHU-OPT-SAR, Hunan, stacked tiles or generic) to run the checkpoint "
+            "over. Default: the validation split recorded in the checkpoint.",
+        ),
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option("--split", help="Dataset mode: split folder or list file. Default: val if present, else all."),
+    ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint",
+            help="Dataset mode: mdseg checkpoint. Default: best.safetensors of the most recent run under ./runs/.",
+        ),
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option("--steps", min=1, help="Dataset mode: DDIM sampling steps. Default: the checkpoint's.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", min=0, help="Dataset mode: noise seed. Default: 0.")] = None,
+    tile: Annotated[
+        int | None, typer.Option("--tile", min=32, help="Dataset mode: tile size in px. Default: the checkpoint's.")
+    ] = None,
+    overlap: Annotated[
+        int | None,
+        typer.Option("--overlap", min=0, help="Dataset mode: minimum tile overlap in px. Default: 64, or tile/4."),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Dataset mode: tiles per model call. Default: 8.")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="Dataset mode: auto (CUDA if available, else CPU), cpu, cuda:N.")
+    ] = None,
+    opt_bands: Annotated[
+        str | None, typer.Option("--opt-bands", help="Dataset mode: 1-based optical bands. Default: the dataset's.")
+    ] = None,
+    sar_bands: Annotated[
+        str | None, typer.Option("--sar-bands", help="Dataset mode: 1-based SAR bands. Default: the dataset's.")
     ] = None,
     metric: Annotated[
         MetricChoice, typer.Option("--metric", help="Headline metric, highlighted in the table.")
@@ -381,19 +428,76 @@ def eval_(
         Path | None, typer.Option("--confusion", help="Also write the confusion matrix here (CSV with class names).")
     ] = None,
 ) -> None:
-    """Score a predicted land-cover raster against a label raster: per-class IoU, Acc, F1, and mIoU, OA, kappa.
+    """Score land-cover predictions: per-class IoU, Acc, F1, and mIoU, OA, kappa.
 
-    Nodata of either raster and the --ignore value are left out of the metrics.
+    Raster mode (--pred, --label) compares two rasters; nodata of either and the --ignore value are left out.
+    Dataset mode (--data, --checkpoint; by default the best checkpoint of the most recent run under ./runs/ and
+    the validation split it records) predicts every sample of a dataset split with the tiled engine and compares
+    it with its label through the dataset's label map; under torchrun the samples are shared across ranks and
+    the counts summed (the result equals a one-process run).
     Metrics come from one confusion matrix (rows = label, columns = prediction), as MMSegmentation computes them.
     Percentages in the table; kappa as a fraction; --json gives fractions in 0–1.
     """
     from mdseg.engine.evaluate import evaluate_rasters, write_confusion_csv
 
-    if pred is None or label is None:
-        raise OptionError("give --pred and --label: the predicted class raster and the label raster to score it with")
-    result = evaluate_rasters(
-        pred, label, classes=_parse_classes(classes), ignore_index=ignore, label_map=_parse_label_map(label_map)
-    )
+    raster_options = {
+        "--pred": pred,
+        "--label": label,
+        "--classes": classes,
+        "--ignore": ignore,
+        "--label-map": label_map,
+    }
+    dataset_options = {
+        "--data": data,
+        "--split": split,
+        "--checkpoint": checkpoint,
+        "--steps": steps,
+        "--seed": seed,
+        "--tile": tile,
+        "--overlap": overlap,
+        "--batch-size": batch_size,
+        "--device": device,
+        "--opt-bands": opt_bands,
+        "--sar-bands": sar_bands,
+    }
+    raster_given = [name for name, value in raster_options.items() if value is not None]
+    dataset_given = [name for name, value in dataset_options.items() if value is not None]
+    if raster_given and dataset_given:
+        raise OptionError(
+            f"{', '.join(raster_given)} compare two rasters but {', '.join(dataset_given)} run a checkpoint over a "
+            "dataset; use one mode: --pred and --label, or --data and --checkpoint"
+        )
+    talk = True
+    if raster_given:
+        if pred is None or label is None:
+            raise OptionError(
+                "give --pred and --label: the predicted class raster and the label raster to score it with"
+            )
+        result = evaluate_rasters(
+            pred,
+            label,
+            classes=_parse_classes(classes),
+            ignore_index=IGNORE_INDEX if ignore is None else ignore,
+            label_map=_parse_label_map(label_map),
+        )
+    else:
+        result, talk = _eval_dataset(
+            data,
+            split,
+            checkpoint,
+            device or "auto",
+            options={
+                "steps": steps,
+                "seed": 0 if seed is None else seed,
+                "tile": tile,
+                "overlap": overlap,
+                "batch_size": 8 if batch_size is None else batch_size,
+                "opt_bands": _parse_bands(opt_bands, "--opt-bands"),
+                "sar_bands": _parse_bands(sar_bands, "--sar-bands"),
+            },
+        )
+    if not talk:  # another rank than 0 under torchrun: rank 0 reports
+        return
     if confusion is not None:
         write_confusion_csv(confusion, result.confusion, result.classes)
     if as_json:
@@ -403,6 +507,33 @@ def eval_(
     _report_metrics(result, metric.value)
     if confusion is not None:
         console.print(f"wrote confusion matrix: {confusion}", highlight=False)
+
+
+def _eval_dataset(
+    data: Path | None, split: str | None, checkpoint: Path | None, device: str, options: dict
+) -> tuple[EvalResult, bool]:
+    """Dataset mode: pick the checkpoint and data (saying which when defaulted), run it over the split, sharded
+    across ranks under torchrun. Returns the result and whether this process reports it (rank 0)."""
+    from mdseg.checkpoint import read_checkpoint_meta
+    from mdseg.engine.checkpoint_predict import resolve_device
+    from mdseg.engine.evaluate import choose_eval_data, evaluate, latest_run_checkpoint, process_group
+
+    dev = resolve_device(device)
+    with process_group(dev) as (rank, _):
+        talk = rank == 0
+        notes = []
+        if checkpoint is None:
+            checkpoint, note = latest_run_checkpoint()
+            notes.append(note)
+        meta = read_checkpoint_meta(checkpoint)
+        target = choose_eval_data(meta, data, split, options.pop("opt_bands"), options.pop("sar_bands"))
+        if data is None or split is None:
+            notes.append(target.describe())
+        if talk:
+            for note in notes:
+                err_console.print(note, highlight=False, markup=False)
+        result = evaluate(checkpoint, target, device=str(dev), progress=talk, **options)
+    return result, talk
 
 
 def _parse_classes(text: str | None) -> list[str] | None:
@@ -541,6 +672,59 @@ def synth(
         f"wrote {len(data.train)} train + {len(data.val)} val scenes ({size}×{size} px, seed {seed}) and "
         f"classes.json to {data.root}",
         highlight=False,
+    )
+
+
+class ReleaseDataset(str, Enum):
+    whu = "whu"
+    hunan = "hunan"
+
+
+@app.command("import-weights")
+def import_weights(
+    source: Annotated[
+        Path,
+        typer.Argument(help="The authors' released checkpoint (.pth): an MMSegmentation checkpoint or a state dict."),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="mdseg checkpoint to write (.safetensors).")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.")] = False,
+    classes: Annotated[
+        ReleaseDataset,
+        typer.Option(
+            "--classes",
+            help="Dataset the weights were trained on: its classes, palette, band order and normalisation go into "
+            "the checkpoint.",
+        ),
+    ] = ReleaseDataset.whu,
+    inference_scale: Annotated[
+        float,
+        typer.Option(
+            "--inference-scale",
+            min=0.0,
+            help="Input resampling factor before the model; 2.0 is the authors' WHU test setting (256² tiles "
+            "upsampled to 512²).",
+        ),
+    ] = 2.0,
+) -> None:
+    """Convert the authors' released MambaDiffusion weights into an mdseg checkpoint, accounting for every tensor.
+
+    Reads the .pth with torch.load(weights_only=True) only (never unpickles anything else), maps the release's
+    names to ours, drops the weights the release never uses, checks every shape, and prints the report.
+    """
+    from mdseg.checkpoint import import_release_checkpoint
+
+    result = import_release_checkpoint(
+        source, out, dataset=classes.value, inference_scale=inference_scale, overwrite=overwrite
+    )
+    for line in result.report.lines():
+        console.print(line, highlight=False, markup=False)
+    meta, config = result.meta, result.meta.config
+    console.print(
+        f"wrote {result.path}: {result.release_tensors} release tensors accounted for; {config.opt_bands} optical "
+        f"+ {config.sar_bands} SAR bands, {config.num_classes} classes ({meta.provenance['dataset']}), tile "
+        f"{meta.tile} px, inference scale {meta.inference_scale:g}, {meta.steps} DDIM steps",
+        highlight=False,
+        markup=False,
     )
 
 

@@ -1,4 +1,5 @@
-"""Evaluation against labels: a predicted class raster compared with a label raster, strip by strip.
+"""Evaluation against labels: a predicted class raster compared with a label raster, strip by strip, and a
+checkpoint run over every sample of a dataset split (sharded across ranks under torchrun).
 
 The confusion-matrix arithmetic lives in `mdseg.metrics`; this module reads rasters into it.
 """
@@ -7,21 +8,33 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack
-from dataclasses import dataclass
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
 from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
-from mdseg.errors import ClassValueError, GeoreferenceError, InputFileError, OptionError
+from mdseg.errors import ClassValueError, DatasetError, GeoreferenceError, InputFileError, OptionError
 from mdseg.geo.atomic import AtomicOutputs
 from mdseg.geo.grid import Grid
 from mdseg.geo.pair import grid_of, open_raster
-from mdseg.metrics import IGNORE_INDEX, ConfusionMatrix, SegMetrics, compute_metrics, metrics_dict
+from mdseg.geo.sar import SarScale
+from mdseg.metrics import IGNORE_INDEX, ConfusionMatrix, SegMetrics, all_reduce, compute_metrics, metrics_dict
+
+if TYPE_CHECKING:
+    import torch
+
+    from mdseg.checkpoint import CheckpointMeta
+    from mdseg.data.classes import ClassScheme
+    from mdseg.data.layout import DatasetLayout
+    from mdseg.engine.checkpoint_predict import SceneModel
 
 # Pixels per strip read from each raster: a few int64 work arrays of this size stay around 32 MiB each.
 BLOCK_PIXELS = 1 << 22
@@ -29,21 +42,24 @@ BLOCK_PIXELS = 1 << 22
 
 @dataclass(frozen=True)
 class EvalResult:
-    """The summed confusion matrix of an evaluation, its class names and metrics."""
+    """The summed confusion matrix of an evaluation, its class names and metrics; `inputs` says what a dataset
+    evaluation ran (checkpoint, data, split, samples, sampling options; empty for two rasters)."""
 
     classes: list[str]
     confusion: ConfusionMatrix
     metrics: SegMetrics
+    inputs: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        """JSON-ready: the metrics of `metrics_dict`, plus `classes`, `pixels` counted, `ignore_index` and
-        `confusion` (K lists of K counts, rows = label, columns = prediction)."""
+        """JSON-ready: the metrics of `metrics_dict`, plus `classes`, `pixels` counted, `ignore_index`,
+        `confusion` (K lists of K counts, rows = label, columns = prediction) and `inputs` when set."""
         return {
             **metrics_dict(self.metrics, self.classes),
             "classes": list(self.classes),
             "pixels": self.confusion.total,
             "ignore_index": self.confusion.ignore_index,
             "confusion": self.confusion.matrix.tolist(),
+            **({"inputs": dict(self.inputs)} if self.inputs else {}),
         }
 
 
@@ -184,3 +200,322 @@ def _read_classes(src: rasterio.DatasetReader, window: Window, path: Path, role:
             )
         data = np.where(valid, data, 0)
     return data.astype(np.int64, copy=False), valid
+
+
+# A training run's folder (`runs/<name>/`, written by `mdseg train`) holds these checkpoints.
+RUNS_DIR = Path("runs")
+RUN_BEST = "best.safetensors"
+RUN_LAST = "last.safetensors"
+# The split a dataset evaluation takes when none is given and the dataset has it.
+_EVAL_SPLIT = "val"
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """Which dataset an evaluation runs on: its root folder, split (None: `find_dataset`'s default), the 1-based
+    bands to read (None: the layout's default) and where that choice came from ("given" or "checkpoint")."""
+
+    root: Path
+    split: str | None = None
+    opt_bands: tuple[int, ...] | None = None
+    sar_bands: tuple[int, ...] | None = None
+    source: str = "given"
+
+    def describe(self) -> str:
+        """One line for the user: the data, split and bands, and where they came from."""
+        split = f"split '{self.split}'" if self.split is not None else "all files"
+        bands = ""
+        if self.opt_bands is not None or self.sar_bands is not None:
+            bands = f", optical bands {list(self.opt_bands or [])}, SAR bands {list(self.sar_bands or [])}"
+        where = " (the validation split recorded in the checkpoint)" if self.source == "checkpoint" else ""
+        return f"data: {self.root}, {split}{bands}{where}"
+
+
+def latest_run_checkpoint(runs_dir: str | Path = RUNS_DIR) -> tuple[Path, str]:
+    """The best checkpoint of the most recent training run under `runs_dir`, and one line saying which.
+
+    The most recent run is the folder whose `last.safetensors` (else `best.safetensors`) was written last;
+    folders without either are ignored. Its `best.safetensors` is taken, else its `last.safetensors` (the
+    line says so). `OptionError` when no run has a checkpoint.
+    """
+    runs_dir = Path(runs_dir)
+    runs = []
+    if runs_dir.is_dir():
+        for run in runs_dir.iterdir():
+            stamp = next((run / n for n in (RUN_LAST, RUN_BEST) if (run / n).is_file()), None)
+            if stamp is not None:
+                runs.append((stamp.stat().st_mtime_ns, run.name, run))
+    if not runs:
+        raise OptionError(
+            f"no checkpoint given and no run under '{runs_dir}' has a {RUN_BEST} or {RUN_LAST}; pass --checkpoint, "
+            "or train one first (mdseg train)."
+        )
+    run = max(runs)[2]
+    if (run / RUN_BEST).is_file():
+        return run / RUN_BEST, f"checkpoint: {run / RUN_BEST} (the best of the most recent run)"
+    return run / RUN_LAST, f"checkpoint: {run / RUN_LAST} (the most recent run has no {RUN_BEST}; using its last)"
+
+
+def validation_data(meta: CheckpointMeta) -> EvalData | None:
+    """The validation split the checkpoint's training recorded (`provenance["validation"]`: data root, split,
+    optical and SAR bands), or None when it records none."""
+    recorded = meta.provenance.get("validation")
+    if not isinstance(recorded, dict) or not recorded.get("data"):
+        return None
+
+    def bands(key: str) -> tuple[int, ...] | None:
+        values = recorded.get(key)
+        return tuple(int(b) for b in values) if values else None
+
+    split = recorded.get("split")
+    return EvalData(
+        root=Path(recorded["data"]),
+        split=None if split is None else str(split),
+        opt_bands=bands("opt_bands"),
+        sar_bands=bands("sar_bands"),
+        source="checkpoint",
+    )
+
+
+def choose_eval_data(
+    meta: CheckpointMeta,
+    data: str | Path | None = None,
+    split: str | None = None,
+    opt_bands: Sequence[int] | None = None,
+    sar_bands: Sequence[int] | None = None,
+) -> EvalData:
+    """What to evaluate on: `data` as given, else the validation split recorded in `meta` (`split` and bands
+    given here still override it). Given data without a split takes its `val` split when it has one (a folder
+    `val/`, `cat/val/` or a list `val.txt`), else `find_dataset`'s default. `OptionError` when there is no data
+    at all."""
+    given_bands = (tuple(opt_bands) if opt_bands else None, tuple(sar_bands) if sar_bands else None)
+    if data is None:
+        recorded = validation_data(meta)
+        if recorded is None:
+            raise OptionError(
+                "the checkpoint records no validation data (provenance 'validation'); give the dataset with --data."
+            )
+        return EvalData(
+            recorded.root,
+            split if split is not None else recorded.split,
+            given_bands[0] if given_bands[0] is not None else recorded.opt_bands,
+            given_bands[1] if given_bands[1] is not None else recorded.sar_bands,
+            source="checkpoint",
+        )
+    root = Path(data).resolve()
+    if split is None:
+        split = _EVAL_SPLIT if _has_split(root, _EVAL_SPLIT) else None
+    return EvalData(root, split, *given_bands)
+
+
+def _has_split(root: Path, split: str) -> bool:
+    """Whether `root` has `split` as a folder, the authors' `cat/<split>/` form or a list file."""
+    folders = (root / split, root / "cat" / split, root / "cat1" / split)
+    return any(f.is_dir() for f in folders) or (root / f"{split}.txt").is_file()
+
+
+def evaluate(
+    checkpoint: str | Path | SceneModel,
+    data: str | Path | EvalData | None = None,
+    *,
+    split: str | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    tile: int | None = None,
+    overlap: int | None = None,
+    batch_size: int = 8,
+    device: str = "auto",
+    progress: bool | Callable[[int, int], None] = True,
+    opt_bands: Sequence[int] | None = None,
+    sar_bands: Sequence[int] | None = None,
+    sar_scale: SarScale = "auto",
+) -> EvalResult:
+    """Run a checkpoint over every sample of a dataset split and score it against the labels.
+
+    `checkpoint`: a path, or a loaded `SceneModel` (e.g. the trainer's model in memory; it is put in eval mode
+    for the run and its mode restored after). `data`: a dataset root (`split` / bands as `choose_eval_data`
+    picks them), an `EvalData`, or None for the validation split recorded in the checkpoint.
+    Each sample goes through the tiled scene engine (`SceneModel.predict`: `steps`, `seed`, `tile`, `overlap`,
+    `batch_size` as there; the map is written to a scratch folder and removed), then its labels are read
+    through the dataset's label map (unlisted values and 255 ignored; pixels where an input is nodata are
+    excluded) into one confusion matrix over the whole split. `sar_scale`: the dataset's SAR scale, decided
+    once for the dataset when "auto". `device` applies when a path is given.
+
+    Under `torch.distributed` (e.g. torchrun; see `process_group`) each rank runs samples rank, rank + n, …
+    and the confusion matrices are summed across ranks (int64), so every rank gets exactly the
+    single-process result. `progress`: a Rich bar over samples on stderr (rank 0 only), a callback
+    `(samples_done, samples_total)`, or nothing.
+
+    Raises `DatasetError` for an unusable dataset or one whose classes do not fit the checkpoint's, and what
+    `SceneModel.predict` raises for a sample it cannot read (e.g. a raster without CRS).
+    """
+    from mdseg.data.layout import find_dataset
+    from mdseg.data.reader import decide_dataset_sar_scale
+    from mdseg.engine.batch import shard_scenes
+    from mdseg.engine.checkpoint_predict import DEFAULT_OVERLAP, SceneModel
+
+    model = checkpoint if isinstance(checkpoint, SceneModel) else SceneModel.load(checkpoint, device)
+    meta = model.meta
+    target = data if isinstance(data, EvalData) else choose_eval_data(meta, data, split, opt_bands, sar_bands)
+    layout = find_dataset(target.root, target.split, opt_bands=target.opt_bands, sar_bands=target.sar_bands)
+    if target.split is None and layout.split is not None:
+        raise OptionError(
+            f"dataset '{layout.root}' is divided into splits but has no '{_EVAL_SPLIT}' split; "
+            "say which to evaluate with --split."
+        )
+    _check_classes(layout, meta)
+    scaling = decide_dataset_sar_scale(layout, sar_scale)
+    rank, world = _rank_and_world()
+    mine = shard_scenes(layout.samples, (rank, world))  # the same interleaving batch prediction shards with
+    tile = meta.tile if tile is None else tile
+    overlap = min(DEFAULT_OVERLAP, tile // 4) if overlap is None else overlap
+    steps = meta.steps if steps is None else steps
+    cm = ConfusionMatrix(meta.config.num_classes)
+    was_training = model.model.training
+    model.model.eval()
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="mdseg-eval-") as scratch,
+            _sample_progress(progress if rank == 0 else False, len(mine)) as advance,
+        ):
+            pred_path = Path(scratch) / "prediction.tif"
+            for sample in mine:
+                model.predict(
+                    sample.opt,
+                    sample.sar,
+                    pred_path,
+                    steps=steps,
+                    seed=seed,
+                    tile=tile,
+                    overlap=overlap,
+                    batch_size=batch_size,
+                    opt_bands=layout.opt_bands,
+                    sar_bands=layout.sar_bands,
+                    sar_scale=scaling.input,
+                    overwrite=True,
+                    progress=False,
+                )
+                score_sample(pred_path, sample.label, layout.classes, cm)
+                advance(1)
+    finally:
+        model.model.train(was_training)
+    cm = all_reduce(cm)
+    inputs = {
+        "checkpoint": str(model.path),
+        "checkpoint_sha256": model.sha256,
+        "data": str(layout.root),
+        "layout": layout.kind,
+        "split": layout.split,
+        "samples": len(layout.samples),
+        "data_source": target.source,
+        "opt_bands": list(layout.opt_bands),
+        "sar_bands": list(layout.sar_bands),
+        "sar_scale": scaling.input,
+        "steps": steps,
+        "seed": seed,
+        "tile": tile,
+        "overlap": overlap,
+        "ranks": world,
+    }
+    return EvalResult(list(meta.classes), cm, compute_metrics(cm.matrix), inputs)
+
+
+def score_sample(pred_path: str | Path, label_path: str | Path, classes: ClassScheme, cm: ConfusionMatrix) -> None:
+    """Add a predicted class map and a dataset label (same size, pixel for pixel) to `cm`.
+
+    Labels go through `classes.encode` (unlisted values and label nodata → ignore); pixels where the prediction
+    is nodata (an input band was nodata there) are not counted. Reads strips, never the whole image.
+    """
+    from mdseg.data.reader import read_bands
+
+    pred_path, label_path = Path(pred_path), Path(label_path)
+    with open_raster(pred_path, "Prediction") as pred, open_raster(label_path, "Label") as label:
+        if (pred.height, pred.width) != (label.height, label.width):
+            raise InputFileError(
+                f"Prediction '{pred_path}' is {pred.width}x{pred.height} px but label '{label_path}' is "
+                f"{label.width}x{label.height}; they must cover the same pixels."
+            )
+        for window in strips(label):
+            p, p_valid = _read_classes(pred, window, pred_path, "prediction")
+            raw, ok = read_bands(label, [1], window)
+            y = classes.encode(np.where(ok[0], raw[0], -1))
+            try:
+                cm.update(y, p, p_valid)
+            except ClassValueError as exc:
+                raise ClassValueError(
+                    f"{exc} in '{label_path if exc.role == 'label' else pred_path}'", exc.role
+                ) from None
+
+
+@contextmanager
+def process_group(device: torch.device) -> Iterator[tuple[int, int]]:
+    """Yield (rank, world size) for a block of work that may run under torchrun.
+
+    With a process group already started (e.g. by the trainer) it is used as is. Under torchrun (WORLD_SIZE > 1
+    in the environment) without one, one is started for the block — NCCL when `device` is CUDA (that device
+    becomes the current one), gloo otherwise — and ended after it. Otherwise (0, 1).
+    """
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        yield dist.get_rank(), dist.get_world_size()
+    elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        try:
+            yield dist.get_rank(), dist.get_world_size()
+        finally:
+            dist.destroy_process_group()
+    else:
+        yield 0, 1
+
+
+def _rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of the running process group, (0, 1) without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _check_classes(layout: DatasetLayout, meta: CheckpointMeta) -> None:
+    """The dataset's classes must be the checkpoint's: the same count, or fewer when the dataset names none
+    (a generic folder without classes.json counts only the values its labels hold)."""
+    from mdseg.data.layout import CLASSES_FILE
+
+    have, want = layout.classes.num_classes, meta.config.num_classes
+    inferred = layout.kind == "generic" and not (layout.root / CLASSES_FILE).is_file()
+    if have == want or (inferred and have < want):
+        return
+    raise DatasetError(
+        f"dataset '{layout.root}' has {have} classes ({', '.join(layout.classes.names)}) but the checkpoint has "
+        f"{want} ({', '.join(meta.classes)}); evaluate on data with the checkpoint's classes."
+    )
+
+
+@contextmanager
+def _sample_progress(progress: bool | Callable[[int, int], None], total: int) -> Iterator[Callable[[int], None]]:
+    """Yield `advance(n)`: moves a Rich bar over samples on stderr (True), calls `progress(done, total)`, or
+    does nothing (False)."""
+    if progress is True:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        columns = (TextColumn("samples"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=Console(stderr=True)) as bar:
+            task = bar.add_task("samples", total=total)
+            yield lambda n: bar.advance(task, n)
+    elif callable(progress):
+        done = 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            progress(done, total)
+
+        yield advance
+    else:
+        yield lambda n: None
