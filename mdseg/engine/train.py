@@ -638,6 +638,7 @@ def _train(
         batch_sampler=batches,
         num_workers=settings.workers,
         collate_fn=_collate,
+        worker_init_fn=_ignore_stop_signals,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
         # its own generator: DataLoader must not draw from torch's global RNG (that would shift the run on resume)
@@ -780,6 +781,13 @@ def _train(
 
 def _stopped(iteration: int, run_dir: Path) -> str:
     return f"stopped at iteration {iteration}; saved a resumable state — continue with `mdseg train --resume {run_dir}`"
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C and SIGTERM (which reach the whole process group, e.g. from a batch
+    scheduler) to the main process: it finishes the iteration, saves, and shuts them down itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _share_buffers(model: nn.Module) -> None:
