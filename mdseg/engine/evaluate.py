@@ -204,6 +204,7 @@ def _read_classes(src: rasterio.DatasetReader, window: Window, path: Path, role:
 
 # A training run's folder (`runs/<name>/`, written by `mdseg train`) holds these checkpoints.
 RUNS_DIR = Path("runs")
+# a training run's checkpoints (mdseg.engine.train writes them)
 RUN_BEST = "best.safetensors"
 RUN_LAST = "last.safetensors"
 # The split a dataset evaluation takes when none is given and the dataset has it.

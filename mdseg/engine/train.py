@@ -40,6 +40,8 @@ from mdseg.checkpoint import CheckpointMeta, save_checkpoint
 from mdseg.data import Augment, GridWindowSampler, RandomWindowSampler, SegmentationDataset, find_dataset
 from mdseg.data.sampler import WindowQuery
 from mdseg.engine.checkpoint_predict import cpu_threads, resolve_device
+from mdseg.engine.evaluate import RUN_BEST as BEST_CHECKPOINT
+from mdseg.engine.evaluate import RUN_LAST as LAST_CHECKPOINT
 from mdseg.engine.normalise import Normalisation
 from mdseg.errors import DatasetError, MdsegError, OptionError
 from mdseg.geo.atomic import AtomicOutputs
@@ -47,8 +49,6 @@ from mdseg.metrics import ConfusionMatrix, all_reduce, compute_metrics
 
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.safetensors"
-LAST_CHECKPOINT = "last.safetensors"
-BEST_CHECKPOINT = "best.safetensors"
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
 STATE_FORMAT = 1
@@ -862,21 +862,11 @@ def _progress_bar(enabled: bool, total: int, start: int) -> Iterator[Callable[[i
         yield advance
 
 
-def latest_run(root: str | Path = "runs") -> Path | None:
-    """The run folder under `root` whose last checkpoint is newest, or None."""
-    root = Path(root)
-    if not root.is_dir():
-        return None
-    runs = [p for p in root.iterdir() if (p / LAST_CHECKPOINT).is_file()]
-    return max(runs, key=lambda p: (p / LAST_CHECKPOINT).stat().st_mtime, default=None)
-
-
 __all__ = [
     "RECIPES",
     "IterationBatchSampler",
     "TrainResult",
     "TrainSettings",
-    "latest_run",
     "learning_rate",
     "load_state",
     "merge_settings",
