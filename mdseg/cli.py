@@ -179,6 +179,12 @@ def predict(
     min_area: Annotated[
         float, typer.Option("--min-area", min=0.0, help="Drop polygons smaller than this, in m².")
     ] = 0.0,
+    quicklook_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--quicklook", help="Also draw optical, SAR and the map side by side into this PNG (one scene only)."
+        ),
+    ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing outputs (batch mode: rerun every scene).")
     ] = False,
@@ -190,9 +196,12 @@ def predict(
     """Map land cover for an optical + SAR scene (or folders of them) with a checkpoint; write a COG."""
     from mdseg.engine.checkpoint_predict import SceneModel, cpu_threads
 
-    batch = _predict_mode(
-        opt, sar, opt_dir, sar_dir, out_dir, out, {"--prob": prob, "--confidence": confidence, "--vector": vector}
-    )
+    single_files = {"--prob": prob, "--confidence": confidence, "--vector": vector, "--quicklook": quicklook_path}
+    batch = _predict_mode(opt, sar, opt_dir, sar_dir, out_dir, out, single_files)
+    if quicklook_path is not None:
+        from mdseg.quicklook import check_output
+
+        check_output(quicklook_path, overwrite)  # refuse now, not after the whole prediction
     talk = not (quiet or as_json)
     options = {
         "steps": steps,
@@ -223,10 +232,36 @@ def predict(
             out = Path.cwd() / f"{opt.stem}_landcover.tif"
         extras = {"prob_path": prob, "confidence_path": confidence, "vector_path": vector}
         result = model.predict(opt, sar, out, overwrite=overwrite, **extras, **options)
+        if quicklook_path is not None:
+            # Listed with the other outputs, so the summary and --json say where it went.
+            picture = _predict_quicklook(model, opt, sar, out, quicklook_path, overwrite, options)
+            result.outputs["quick-look"] = str(picture)
         if as_json:
             console.print_json(json.dumps({**result.to_dict(), **model.run_info()}, default=str))
         elif not quiet:
             _report_scene(result)
+
+
+def _predict_quicklook(
+    model: SceneModel, opt: Path, sar: Path, out: Path, path: Path, overwrite: bool, options: dict
+) -> Path:
+    """Draw the quick-look of a finished map; the checkpoint's band names pick R, G, B and title the SAR band."""
+    from mdseg.quicklook import quicklook
+
+    meta = model.meta
+    opt_bands = options["opt_bands"] or range(1, len(meta.opt_band_names) + 1)
+    sar_bands = options["sar_bands"] or [1]
+    return quicklook(
+        opt,
+        sar,
+        out,
+        path,
+        opt_band_names=dict(zip(opt_bands, meta.opt_band_names, strict=True)),
+        sar_band=sar_bands[0],
+        sar_band_name=meta.sar_band_names[0],
+        sar_scale=options["sar_scale"],
+        overwrite=overwrite,
+    )
 
 
 _DEMO_NOTE = "tiny, trained on synthetic scenes; train on your data for real maps"
@@ -673,6 +708,34 @@ def synth(
         f"classes.json to {data.root}",
         highlight=False,
     )
+
+
+@app.command("quicklook")
+def quicklook_(
+    opt: Annotated[Path, typer.Option("--opt", help="Optical raster; the picture's grid.")],
+    sar: Annotated[Path, typer.Option("--sar", help="SAR raster (any grid; warped onto the optical one).")],
+    pred: Annotated[Path, typer.Option("--pred", help="Land-cover map on the optical grid (e.g. from predict).")],
+    out: Annotated[Path, typer.Option("--out", help="Picture to write (.png; .jpg, .pdf, .svg also work).")],
+    label: Annotated[Path | None, typer.Option("--label", help="Also show a label raster on the optical grid.")] = None,
+    rgb: Annotated[
+        str | None,
+        typer.Option(
+            "--rgb",
+            help="Optical bands shown as R,G,B, 1-based, e.g. 4,3,2. Default: from band descriptions, else 1,2,3.",
+        ),
+    ] = None,
+    max_size: Annotated[
+        int, typer.Option("--max-size", min=16, help="Longest side read from each raster, in px (decimated).")
+    ] = 1024,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing picture.")] = False,
+) -> None:
+    """Draw optical true colour, SAR (dB), the prediction with a class legend and the label side by side."""
+    from mdseg.quicklook import quicklook
+
+    path = quicklook(
+        opt, sar, pred, out, label=label, rgb_bands=_parse_bands(rgb, "--rgb"), max_size=max_size, overwrite=overwrite
+    )
+    console.print(f"wrote quick-look: {path}", highlight=False)
 
 
 class ReleaseDataset(str, Enum):
