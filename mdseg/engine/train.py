@@ -699,6 +699,7 @@ def _train(
     with _StopRequest() as stop, _progress_bar(progress and main, settings.iters, start) as advance:
         batches_left = iter(loader)
         while True:
+            fetch_started = time.perf_counter()
             try:
                 batch = next(batches_left)
             except StopIteration:
@@ -711,6 +712,7 @@ def _train(
                 interrupted = True
                 note(_stopped(iteration, run_dir))
                 break
+            step_started = time.perf_counter()
             torch.manual_seed(_iteration_seed(settings.seed, dist_info.rank, iteration))
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(settings, iteration)
@@ -733,7 +735,14 @@ def _train(
                     f"the loss became {loss_value} at iteration {iteration}; lower --lr (now {settings.lr:.3g}) "
                     "or keep --grad-clip on"
                 )
-            window_loss.append({k: float(v.detach()) for k, v in losses.items()})
+            # data_wait: seconds the step waited for its batch (the loader falls behind when this is not small)
+            window_loss.append(
+                {
+                    **{k: float(v.detach()) for k, v in losses.items()},
+                    "data_wait": step_started - fetch_started,
+                    "step_time": time.perf_counter() - fetch_started,
+                }
+            )
             if iteration % settings.log_every == 0 or iteration == settings.iters:
                 record = {k: float(np.mean([w[k] for w in window_loss])) for k in window_loss[0]}
                 elapsed = time.perf_counter() - started
