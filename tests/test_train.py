@@ -198,3 +198,23 @@ def test_ddp_two_cpu_processes_end_with_identical_weights_and_rank0_writes(blobs
     assert np.isfinite(
         [r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
     ).all()
+
+
+@pytest.mark.slow
+def test_cli_trains_into_a_new_numbered_run_folder_and_reruns_its_config(blobs, tmp_path, monkeypatch, mdseg):
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--data", blobs, "--iters", "2", "--crop", "64", "--workers", "0", "--quiet"]
+    code, out, err = mdseg(*args)
+    assert code == 0, err
+    assert "best.safetensors" in out and (tmp_path / "runs" / f"{blobs.name}-tiny" / "best.safetensors").is_file()
+    code, _, err = mdseg("train", "--config", f"runs/{blobs.name}-tiny/config.json", "--iters", "1", "--quiet")
+    assert code == 0, err
+    rerun = json.loads((tmp_path / "runs" / f"{blobs.name}-tiny-2" / "config.json").read_text())
+    assert rerun["iters"] == 1 and rerun["crop"] == 64  # the file's settings, the command line's override
+
+
+def test_cli_bad_values_are_one_line_errors(blobs, mdseg, tmp_path):
+    code, _, err = mdseg("train", "--data", blobs, "--out", tmp_path / "r", "--amp", "bf16", "--device", "cpu")
+    assert code == 2 and "needs a CUDA device" in err and len(err.strip().splitlines()) == 1
+    code, _, err = mdseg("train", "--data", tmp_path / "nowhere")
+    assert code == 2 and "nowhere" in err
