@@ -78,7 +78,7 @@ def build_landscape(rng: np.random.Generator, size: int) -> Landscape:
         centres.append(c)
         taken = taken.union(villages[-1])
     houses = [h for v in villages for h in _houses(rng, v)]
-    roads = _roads(rng, size, city_centre, centres)
+    roads = _roads(rng, size, city, city_centre, centres)
     shift = tuple(int(v) for v in rng.choice([-1, 1], 2))
     return Landscape(
         size=size,
@@ -244,8 +244,8 @@ def _city_blocks(
 
 
 def _houses(rng: np.random.Generator, village: Polygon) -> list[Polygon]:
-    """Small houses (10–22 m a side) scattered over a village, one orientation per village."""
-    n = int(village.area / 45)
+    """Small houses (10–22 m a side), one per 30 px² of village, scattered with one orientation per village."""
+    n = int(village.area / 30)
     minx, miny, maxx, maxy = village.bounds
     pts = rng.uniform((minx, miny), (maxx, maxy), (3 * n + 10, 2))
     pts = pts[shapely.contains_xy(village, pts[:, 0], pts[:, 1])][:n]
@@ -273,20 +273,32 @@ def _smooth_path(rng: np.random.Generator, a: np.ndarray, b: np.ndarray) -> Line
 
 
 def _roads(
-    rng: np.random.Generator, size: int, city: tuple[float, float], villages: list[tuple[float, float]]
+    rng: np.random.Generator,
+    size: int,
+    city: Polygon,
+    centre: tuple[float, float],
+    villages: list[tuple[float, float]],
 ) -> list[tuple[LineString, float]]:
     """Main roads from the city to 2–3 scene edges, and local roads joining every village to the network along
-    the shortest links (a minimum spanning tree over the settlements)."""
+    the shortest links (a minimum spanning tree over the settlements). Roads end at the city's edge, where its
+    streets take over, and at a village's centre."""
+
+    def at_city(target: np.ndarray) -> np.ndarray:
+        edge = city.boundary
+        return np.array(edge.interpolate(edge.project(Point(*target))).coords[0])
+
     roads = []
     for side in rng.permutation(4)[: int(rng.integers(2, 4))]:
-        roads.append((_smooth_path(rng, np.array(city), _edge_point(rng, size, int(side))), MAIN_ROAD_WIDTH))
-    nodes = np.array([city, *villages])
+        end = _edge_point(rng, size, int(side))
+        roads.append((_smooth_path(rng, at_city(end), end), MAIN_ROAD_WIDTH))
+    nodes = np.array([centre, *villages])
     linked = [0]
     rest = list(range(1, len(nodes)))
     while rest:
         d = np.hypot(*(nodes[rest][:, None, :] - nodes[linked][None, :, :]).transpose(2, 0, 1))
         i, j = np.unravel_index(np.argmin(d), d.shape)
-        roads.append((_smooth_path(rng, nodes[linked[j]], nodes[rest[i]]), ROAD_WIDTH))
+        a, b = nodes[linked[j]], nodes[rest[i]]
+        roads.append((_smooth_path(rng, at_city(b) if linked[j] == 0 else a, b), ROAD_WIDTH))
         linked.append(rest.pop(i))
     return roads
 
