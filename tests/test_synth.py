@@ -4,6 +4,7 @@ the `mdseg synth` command, and the shipped sample it reproduces."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +139,12 @@ def test_the_shipped_sample_is_what_its_seed_generates():
     opt = _read(SAMPLE / f"{name}_opt.tif").astype(int)
     assert np.abs(opt - a.opt).max() <= 1 and (opt != a.opt).mean() < 1e-3
     np.testing.assert_allclose(_read(SAMPLE / f"{name}_sar.tif")[0], a.sar, atol=0.011)
+
+
+def test_nir_band_is_not_alpha(tmp_path):
+    """GDAL takes a 4th band of an RGB uint8 file for alpha unless told otherwise (NIR would mask pixels)."""
+    files = synthesize_scene(tmp_path, seed=3, size=64)
+    with rasterio.open(files.opt) as src, warnings.catch_warnings():
+        warnings.simplefilter("error")  # rasterio's NodataShadowWarning: nodata shadowing an alpha band
+        assert src.colorinterp[3] != rasterio.enums.ColorInterp.alpha
+        src.read_masks(4)

@@ -149,7 +149,9 @@ def write_scene(scene: Scene, files: SceneFiles) -> None:
         "blockysize": block,
         "compress": "deflate",
     }
-    with rasterio.open(files.opt, "w", count=4, dtype="uint8", nodata=0, predictor=2, **common) as dst:
+    # alpha=UNSPECIFIED: GDAL would call the 4th band of an RGB uint8 file alpha, and NIR would mask pixels
+    rgb_nir = {"photometric": "RGB", "alpha": "UNSPECIFIED"}
+    with rasterio.open(files.opt, "w", count=4, dtype="uint8", nodata=0, predictor=2, **rgb_nir, **common) as dst:
         dst.write(a.opt)
         dst.descriptions = OPT_BANDS
         dst.update_tags(SOURCE="mdseg synth", UNITS="digital number")
