@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from mdseg.cli import app
 from mdseg.errors import BackendUnavailableError, MdsegError
 from mdseg.kernels import BACKENDS, backend_status, resolve_backend, selective_scan
-from mdseg.kernels.backends import ENV_VAR
+from mdseg.kernels.backends import ENV_VAR, mamba_ssm_problem, triton_problem
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 needs_numba = pytest.mark.skipif(
@@ -64,9 +64,12 @@ def test_cuda_backend_with_cpu_tensors_is_unavailable(make_scan_inputs):
 
 @pytest.mark.cuda
 @needs_cuda
-def test_auto_on_cuda_tensors_runs_cuda_and_matches_reference(make_scan_inputs, assert_scaled_close):
+def test_auto_on_cuda_tensors_prefers_triton_then_mamba_ssm_and_matches_reference(
+    make_scan_inputs, assert_scaled_close
+):
     inputs = make_scan_inputs(2, 8, 300, 16, 2, seed=4)
-    assert resolve_backend("auto", "cuda", torch.float32) == "cuda"
+    fallback = "cuda" if mamba_ssm_problem() is None else "torch"
+    assert resolve_backend("auto", "cuda", torch.float32) == ("triton" if triton_problem("cuda") is None else fallback)
     expected = selective_scan(**inputs, backend="reference")
     actual = selective_scan(**{k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()})
     assert actual.is_cuda

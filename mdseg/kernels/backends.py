@@ -4,25 +4,35 @@ Backends:
   reference  sequential PyTorch, autograd: the specification (any device, slow)
   torch      chunked log-depth scan in PyTorch (any device, autograd)
   cpu        numba kernels with a hand-written backward (CPU tensors)
+  triton     Triton kernels with a hand-written backward and a fused SS2D scan (CUDA tensors; CPU tensors
+             only under Triton's interpreter, TRITON_INTERPRET=1, which is how CI tests them)
   cuda       mamba-ssm's fused kernel when it imports, else the `torch` path (CUDA tensors)
 
-`auto` picks by device (and dtype: half precision is computed in float32 by every backend); grad mode does
-not change the choice because every backend `auto` can pick has a backward. The environment variable
-MDSEG_SCAN_BACKEND overrides it.
+`auto` picks by device (and dtype: half precision is computed in float32 by every backend): on CPU `cpu`
+(numba) else `reference`; on CUDA `triton` when it imports, else `cuda` when mamba-ssm imports, else `torch`.
+Grad mode does not change the choice because every backend `auto` can pick has a backward. The environment
+variable MDSEG_SCAN_BACKEND overrides it. Neither triton nor mamba-ssm is imported by `import mdseg`.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import importlib.util
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TypeVar
 
 import torch
 
 from mdseg.errors import BackendUnavailableError
 
-BACKENDS = ("reference", "torch", "cpu", "cuda")
+F = TypeVar("F", bound=Callable)
+
+BACKENDS = ("reference", "torch", "cpu", "triton", "cuda")
 ENV_VAR = "MDSEG_SCAN_BACKEND"
 
 
@@ -56,6 +66,65 @@ def mamba_ssm_problem() -> str | None:
     return None
 
 
+def triton_interpreting() -> bool:
+    """Whether TRITON_INTERPRET asks for Triton's interpreter (read as Triton reads it)."""
+    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "on", "yes", "y")
+
+
+@lru_cache(maxsize=1)
+def _triton_import_problem() -> str | None:
+    if importlib.util.find_spec("triton") is None:
+        return "triton not installed"
+    try:
+        import triton.language  # noqa: F401
+    except Exception as exc:  # a broken triton install must not break mdseg
+        return f"triton does not import ({type(exc).__name__}: {exc})"
+    return None
+
+
+def triton_problem(device: torch.device | str) -> str | None:
+    """None when the `triton` backend can scan tensors on `device` here, else why not (never raises)."""
+    device = torch.device(device)
+    if importlib.util.find_spec("triton") is None:
+        return "triton not installed"
+    if device.type == "cpu" and not triton_interpreting():
+        return "CPU tensors run only under Triton's interpreter (TRITON_INTERPRET=1)"
+    if device.type not in ("cpu", "cuda"):
+        return f"{device.type} tensors: the Triton kernels run on CUDA tensors only"
+    problem = _triton_import_problem()
+    if problem is not None:
+        return problem
+    built = _triton_built_interpreted()
+    if built is not None and built != (device.type == "cpu"):
+        mode = "interpreted" if built else "compiled"
+        return f"triton was imported {mode} in this process, before TRITON_INTERPRET changed"
+    return None
+
+
+def _triton_built_interpreted() -> bool | None:
+    """Whether the triton imported here built its @jit functions for the interpreter (None: not imported yet).
+    Triton decides once, when triton.language is first imported, from TRITON_INTERPRET at that moment."""
+    language = sys.modules.get("triton.language")
+    if language is None:
+        return None
+    try:
+        from triton.runtime.interpreter import InterpretedFunction
+    except ImportError:
+        return None
+    return isinstance(getattr(language, "sum", None), InterpretedFunction)
+
+
+def _triton_status() -> BackendStatus:
+    on_gpu = torch.cuda.is_available()
+    problem = triton_problem("cuda" if on_gpu else "cpu")
+    if problem is not None:
+        return BackendStatus("triton", False, problem if on_gpu else f"no CUDA device; {problem}")
+    version = importlib.metadata.version("triton")
+    if on_gpu:
+        return BackendStatus("triton", True, f"Triton {version} kernels, forward and backward, fused SS2D")
+    return BackendStatus("triton", True, f"Triton {version} interpreter (TRITON_INTERPRET=1): CPU tensors, slow")
+
+
 def backend_status() -> list[BackendStatus]:
     """Availability of every backend on this machine, with the reason when one is not available."""
     numba_problem = _numba_problem()
@@ -67,6 +136,7 @@ def backend_status() -> list[BackendStatus]:
             numba_problem is None,
             "numba kernels, forward and backward" if numba_problem is None else numba_problem,
         ),
+        _triton_status(),
     ]
     if not torch.cuda.is_available():
         statuses.append(BackendStatus("cuda", False, "no CUDA device visible to torch"))
@@ -87,7 +157,12 @@ def auto_backend(device: torch.device | str = "cpu", dtype: torch.dtype = torch.
     """The backend `auto` picks for tensors on `device`, and why, ignoring MDSEG_SCAN_BACKEND."""
     device = torch.device(device)
     if device.type == "cuda":
-        return "cuda", "CUDA tensors"
+        triton = triton_problem(device)
+        if triton is None:
+            return "triton", "CUDA tensors; Triton kernels"
+        if mamba_ssm_problem() is None:
+            return "cuda", f"CUDA tensors; mamba-ssm ({triton})"
+        return "torch", f"CUDA tensors; PyTorch path ({triton}; {mamba_ssm_problem()})"
     if device.type == "cpu":
         if _numba_problem() is None:
             return "cpu", f"CPU tensors ({dtype}); numba kernels"
@@ -109,6 +184,25 @@ def resolve_backend(requested: str, device: torch.device | str, dtype: torch.dty
             raise BackendUnavailableError(f"scan backend 'cpu' is unavailable: {_numba_problem()}")
         if device.type != "cpu":
             raise BackendUnavailableError(f"scan backend 'cpu' needs CPU tensors, got {device.type} tensors")
+    if name == "triton" and triton_problem(device) is not None:
+        raise BackendUnavailableError(f"scan backend 'triton' is unavailable: {triton_problem(device)}")
     if name == "cuda" and device.type != "cuda":
         raise BackendUnavailableError(f"scan backend 'cuda' needs CUDA tensors, got {device.type} tensors")
     return name
+
+
+def opaque_to_compile(fn: F) -> F:
+    """`fn` runs as one eager call under torch.compile (a graph break on each side) and unchanged otherwise.
+
+    For the scan entry points: their kernels are already fused, and tracing them (numba, Triton launch code,
+    the reference's Python loop over steps) would only cost compile time or break the graph inside them.
+    `torch.compiler.disable` as a decorator does the same, but imports torch._dynamo (~1 s) with mdseg.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if torch.compiler.is_compiling():  # only while dynamo traces: eager calls never get here
+            return torch.compiler.disable(fn)(*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

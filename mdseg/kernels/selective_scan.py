@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from mdseg.kernels.backends import resolve_backend
+from mdseg.kernels.backends import opaque_to_compile, resolve_backend
 from mdseg.kernels.reference import selective_scan_reference
 from mdseg.kernels.scan_torch import selective_scan_torch
 
@@ -18,11 +18,16 @@ def _implementation(name: str):
         from mdseg.kernels.scan_cpu import selective_scan_cpu
 
         return selective_scan_cpu
+    if name == "triton":
+        from mdseg.kernels.scan_triton import selective_scan_triton
+
+        return selective_scan_triton
     from mdseg.kernels.scan_cuda import selective_scan_cuda
 
     return selective_scan_cuda
 
 
+@opaque_to_compile
 def selective_scan(
     u: Tensor,
     delta: Tensor,
@@ -41,7 +46,8 @@ def selective_scan(
     Shapes: u, delta, z (b, d, l); A (d, n); B, C (b, n, l) or grouped (b, g, n, l) with d divisible by g;
     D, delta_bias (d,). Returns out (b, d, l) in u's dtype (half inputs accumulate in float32), and with
     `return_last_state` also the final state (b, d, n) in float32 (differentiable only on the `reference` and
-    `torch` backends; the fused kernels treat it as an output without gradient, as mamba-ssm does).
+    `torch` backends; the fused kernels (`cpu`, `triton`, `cuda`) treat it as an output without gradient, as
+    mamba-ssm does).
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     impl = _implementation(resolve_backend(backend, u.device, u.dtype))

@@ -1,18 +1,19 @@
 """The SS2D four-direction scan: cross-scan a map, selective-scan each direction, cross-merge.
 
-The `cpu` backend fuses the three (the scan orders are index arithmetic inside the kernel), every other
-backend composes `cross_scan`, `selective_scan` and `cross_merge`. Both give the same numbers.
+The `cpu` and `triton` backends fuse the three (the scan orders are index arithmetic inside the kernels), every
+other backend composes `cross_scan`, `selective_scan` and `cross_merge`. All give the same numbers.
 """
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from mdseg.kernels.backends import resolve_backend
+from mdseg.kernels.backends import opaque_to_compile, resolve_backend
 from mdseg.kernels.cross_scan import cross_merge, cross_scan
 from mdseg.kernels.selective_scan import selective_scan
 
 
+@opaque_to_compile
 def ss2d_scan(
     u: Tensor,
     delta: Tensor,
@@ -32,13 +33,26 @@ def ss2d_scan(
     """
     b, d, h, w = u.shape
     length = h * w
+    n = A.shape[-1]
     if delta.shape != (b, 4, d, length):
         raise ValueError(f"delta must be (b, 4, d, h·w) = {(b, 4, d, length)}, got {tuple(delta.shape)}")
+    if A.shape != (4 * d, n) or B.shape != (b, 4, n, length) or C.shape != B.shape:
+        raise ValueError(
+            f"A must be (4·d, n) = {(4 * d, n)} and B, C (b, 4, n, h·w) = {(b, 4, n, length)}; got A "
+            f"{tuple(A.shape)}, B {tuple(B.shape)}, C {tuple(C.shape)}"
+        )
+    for name, t in (("D", D), ("delta_bias", delta_bias)):
+        if t is not None and t.shape != (4 * d,):
+            raise ValueError(f"{name} must be (4·d,) = ({4 * d},), got {tuple(t.shape)}")
     name = resolve_backend(backend, u.device, u.dtype)
     if name == "cpu":
         from mdseg.kernels.scan_cpu import ss2d_scan_cpu
 
         return ss2d_scan_cpu(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    if name == "triton":
+        from mdseg.kernels.scan_triton import ss2d_scan_triton
+
+        return ss2d_scan_triton(u, delta, A, B, C, D, delta_bias, delta_softplus)
     y = selective_scan(
         cross_scan(u).reshape(b, 4 * d, length),
         delta.reshape(b, 4 * d, length),
