@@ -349,6 +349,23 @@ def new_run_dir(settings: TrainSettings, root: Path | None = None) -> Path:
     return candidate
 
 
+def _agree_on_run_dir(settings: TrainSettings, info: _Dist) -> Path:
+    """Rank 0 picks (and checks) the run folder and tells the others, so they cannot race it to a name."""
+    choice: list[str | None] = [None, None]  # folder, error
+    if info.main:
+        try:
+            run_dir = Path(settings.out) if settings.out else new_run_dir(settings)
+            _check_out(run_dir)
+            choice = [str(run_dir), None]
+        except OptionError as exc:
+            choice = [None, str(exc)]
+    if info.world > 1:
+        dist.broadcast_object_list(choice, src=0)
+    if choice[1] is not None:
+        raise OptionError(choice[1])
+    return Path(choice[0])
+
+
 def _check_out(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OptionError(
@@ -579,8 +596,7 @@ def _train(
             raise MdsegError(f"'{run_dir}' has no resumable state ({STATE_FILE}); it cannot be resumed")
     settings = resolve_settings(settings, device, dist_info.world)
     if resume is None:
-        run_dir = Path(settings.out) if settings.out else new_run_dir(settings)
-        _check_out(run_dir)
+        run_dir = _agree_on_run_dir(settings, dist_info)
     settings = replace(settings, out=str(run_dir.resolve()))
 
     layout = find_dataset(settings.data, settings.split, opt_bands=settings.opt_bands, sar_bands=settings.sar_bands)

@@ -146,7 +146,9 @@ class Denoiser(nn.Module):
         tokens = x.flatten(2).transpose(1, 2)  # (B, h·w, C), row-major
         for layer in self.layers:
             tokens = layer(tokens, pos, reference, (height, width), time)
-        return self.classifier(tokens.transpose(1, 2).reshape(batch, channels, height, width))
+        # contiguous: a channels-last view would give the classifier channels-last weight gradients, which
+        # DistributedDataParallel's gradient buckets (contiguous) must copy, warning about it
+        return self.classifier(tokens.transpose(1, 2).reshape(batch, channels, height, width).contiguous())
 
 
 class StepOutput(NamedTuple):
