@@ -17,17 +17,18 @@ _SIDECARS = (".aux.xml", ".msk", ".ovr")
 class AtomicOutputs:
     """A set of output files committed together.
 
-    `reserve(target)` checks the target (refusing an existing one unless `overwrite`) and returns a hidden
-    temporary path in the target's folder; `scratch(target)` returns a temporary path that is always removed.
-    Leaving the `with` block normally renames every reserved temporary onto its target (and drops a stale
-    GDAL sidecar of an overwritten raster); leaving it by any exception, KeyboardInterrupt included, removes
-    every temporary and leaves the targets as they were.
+    `reserve(target)` checks the target (refusing an existing one unless `overwrite`), creates its folder when
+    missing, and returns a hidden temporary path in that folder; `scratch(target)` returns a temporary path that
+    is always removed. Leaving the `with` block normally renames every reserved temporary onto its target (and
+    drops a stale GDAL sidecar of an overwritten raster); leaving it by any exception, KeyboardInterrupt
+    included, removes every temporary and the folders it created, and leaves the targets as they were.
     """
 
     def __init__(self, overwrite: bool = False) -> None:
         self.overwrite = overwrite
         self._reserved: list[tuple[Path, Path]] = []
         self._scratch: list[Path] = []
+        self._created: list[Path] = []  # output folders this block made
 
     def __enter__(self) -> AtomicOutputs:
         return self
@@ -41,18 +42,21 @@ class AtomicOutputs:
         finally:
             for path in [tmp for tmp, _ in self._reserved] + self._scratch:
                 _remove_with_sidecars(path)
+            if exc_type is not None:  # leave no trace: folders made for outputs that never came go too
+                for folder in self._created:
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()  # only if empty
 
     def reserve(self, target: str | Path) -> Path:
         """A temporary path for `target`, renamed onto it on success."""
         target = Path(target)
-        if not target.parent.is_dir():
-            raise OutputError(f"Output folder '{target.parent}' does not exist; create it or choose another path.")
         if target.exists() and not self.overwrite:
             raise OutputExistsError(
                 f"Output '{target}' already exists; remove it, or pass --overwrite (overwrite=True in Python)."
             )
         if any(t == target for _, t in self._reserved):
             raise OutputError(f"Output '{target}' was given twice; give each output its own path.")
+        self._make_folder(target.parent)
         tmp = _temp_beside(target)
         self._reserved.append((tmp, target))
         return tmp
@@ -62,6 +66,21 @@ class AtomicOutputs:
         tmp = _temp_beside(Path(target), tag="scratch")
         self._scratch.append(tmp)
         return tmp
+
+    def _make_folder(self, folder: Path) -> None:
+        """Create a missing output folder (and parents), remembering which, so a failure can remove them."""
+        missing = []
+        for parent in (folder, *folder.parents):
+            if parent.exists():
+                break
+            missing.append(parent)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create output folder '{folder}' ({exc.strerror or exc}).") from None
+        if not folder.is_dir():
+            raise OutputError(f"output folder '{folder}' is not a folder; choose another path.")
+        self._created.extend(missing)  # deepest first: removed in this order
 
     def _commit(self) -> None:
         targets = {t for _, t in self._reserved}
