@@ -145,7 +145,7 @@ def check_output(out: str | Path, overwrite: bool = False) -> None:
     """Raise now the errors `quicklook` would raise for `out` (format, missing folder, existing file), so a
     long run that ends in a quick-look can refuse before it starts. Creates nothing."""
     _picture_format(Path(out))
-    AtomicOutputs(overwrite).reserve(out)  # only checks: files appear when a `with` block commits
+    AtomicOutputs(overwrite).check(out)
 
 
 def read_quicklook(

@@ -30,3 +30,11 @@ def test_existing_target_refused_before_anything_is_made(tmp_path):
     with pytest.raises(OutputExistsError, match="--overwrite"), AtomicOutputs() as outputs:
         outputs.reserve(target)
     assert target.read_bytes() == b"mine" and list(tmp_path.iterdir()) == [target]
+
+
+def test_check_refuses_like_reserve_but_creates_nothing(tmp_path):
+    (tmp_path / "a.tif").write_bytes(b"mine")
+    with pytest.raises(OutputExistsError):
+        AtomicOutputs().check(tmp_path / "a.tif")
+    AtomicOutputs().check(tmp_path / "new" / "b.tif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif"]

@@ -47,13 +47,22 @@ class AtomicOutputs:
                     with contextlib.suppress(OSError):
                         folder.rmdir()  # only if empty
 
-    def reserve(self, target: str | Path) -> Path:
-        """A temporary path for `target`, renamed onto it on success."""
+    def check(self, target: str | Path) -> Path:
+        """Raise now what `reserve` would raise for `target` (an existing file without overwrite, a folder that
+        cannot be made), creating nothing: for refusing before a long run whose outputs come at its end."""
         target = Path(target)
         if target.exists() and not self.overwrite:
             raise OutputExistsError(
                 f"Output '{target}' already exists; remove it, or pass --overwrite (overwrite=True in Python)."
             )
+        existing = next(p for p in (target.parent, *target.parent.parents) if p.exists())
+        if not existing.is_dir():
+            raise OutputError(f"output folder '{target.parent}' cannot be made: '{existing}' is a file.")
+        return target
+
+    def reserve(self, target: str | Path) -> Path:
+        """A temporary path for `target`, renamed onto it on success."""
+        target = self.check(target)
         if any(t == target for _, t in self._reserved):
             raise OutputError(f"Output '{target}' was given twice; give each output its own path.")
         self._make_folder(target.parent)
