@@ -134,6 +134,18 @@ def predict(
         int | None,
         typer.Option("--threads", min=1, help="CPU threads for torch and the scan kernels. Default: torch's choice."),
     ] = None,
+    amp: Annotated[
+        str,
+        typer.Option(
+            "--amp",
+            help="Mixed precision on CUDA: off (float32), bf16 or fp16 autocast; the scan keeps float32 state. "
+            "CPU: off only.",
+        ),
+    ] = "off",
+    compile_model: Annotated[
+        bool,
+        typer.Option("--compile", help="torch.compile the model: faster tiles after a one-off compilation (minutes)."),
+    ] = False,
     opt_bands: Annotated[
         str | None,
         typer.Option(
@@ -222,7 +234,7 @@ def predict(
     }
     # The thread count holds for loading and every scene, and is recorded in each run's sidecar.
     with cpu_threads(threads):
-        model = SceneModel.load(checkpoint, device)
+        model = SceneModel.load(checkpoint, device, amp=amp, compile=compile_model)
         if model.demo and talk:
             err_console.print(f"using the demo weights ({_DEMO_NOTE})")
         if batch:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from mdseg.checkpoint import CheckpointMeta, demo_checkpoint, load_checkpoint, sha256
+from mdseg.engine.accel import autocast, check_amp, prepare_model, use_channels_last
 from mdseg.engine.predict import Normaliser, PredictionResult, ProgressCallback, predict_scene
 from mdseg.errors import OptionError
 from mdseg.geo.pair import Align
@@ -62,16 +63,18 @@ class ModelPredictor:
     """`predict_scene`'s predictor protocol over a `MambaDiffusionSeg`: softmax of its seeded DDIM logits.
 
     Called with normalised optical (B, Co, h, w) and SAR (B, Cs, h, w) float32 tensors and one generator per
-    tile; returns probabilities (B, K, h, w), plus the sample disagreement (B, h, w) in [0, 1] when samples > 1.
+    tile; returns float32 probabilities (B, K, h, w), plus the sample disagreement (B, h, w) in [0, 1] when
+    samples > 1. `amp` ("off", "bf16", "fp16", see `mdseg.engine.accel`) runs the model under autocast.
     """
 
-    def __init__(self, model: MambaDiffusionSeg, device: torch.device) -> None:
-        self.model, self.device = model, device
+    def __init__(self, model: MambaDiffusionSeg, device: torch.device, amp: str = "off") -> None:
+        check_amp(amp, device)
+        self.model, self.device, self.amp = model, device, amp
 
     def __call__(
         self, opt: torch.Tensor, sar: torch.Tensor, generators: list[torch.Generator], steps: int, samples: int
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.device, self.amp):
             out = self.model.predict(
                 opt.to(self.device),
                 sar.to(self.device),
@@ -82,8 +85,8 @@ class ModelPredictor:
             )
         if samples > 1:
             logits, disagreement = out
-            return torch.softmax(logits, dim=1), disagreement
-        return torch.softmax(out, dim=1)
+            return torch.softmax(logits.float(), dim=1), disagreement.float()
+        return torch.softmax(out.float(), dim=1)
 
 
 def checkpoint_normaliser(meta: CheckpointMeta) -> Normaliser:
@@ -96,7 +99,8 @@ def checkpoint_normaliser(meta: CheckpointMeta) -> Normaliser:
 
 @dataclass
 class SceneModel:
-    """A checkpoint loaded once for any number of scenes: model (eval mode, on `device`), metadata, file hash."""
+    """A checkpoint loaded once for any number of scenes: model (eval mode, on `device`), metadata, file hash,
+    and how it runs: `amp` ("off", "bf16", "fp16") and `compile` (see `mdseg.engine.accel`)."""
 
     path: Path
     sha256: str
@@ -104,15 +108,27 @@ class SceneModel:
     meta: CheckpointMeta
     device: torch.device
     demo: bool
+    amp: str = "off"
+    compile: bool = False
 
     @classmethod
-    def load(cls, path: str | Path | None = None, device: str = "auto") -> SceneModel:
-        """Load `path` (None: the shipped demo weights) onto `device` ('auto', 'cpu', 'cuda:0', …)."""
+    def load(
+        cls, path: str | Path | None = None, device: str = "auto", *, amp: str = "off", compile: bool = False
+    ) -> SceneModel:
+        """Load `path` (None: the shipped demo weights) onto `device` ('auto', 'cpu', 'cuda:0', …).
+
+        `amp` "bf16" or "fp16" (CUDA only, else `OptionError`) predicts under autocast; `compile` compiles the
+        model with torch.compile (the first tiles pay for it). On CUDA the weights are kept channels-last.
+        """
+        dev = resolve_device(device)
+        check_amp(amp, dev)
         demo = path is None
         path = demo_checkpoint() if demo else Path(path)
-        dev = resolve_device(device)
         model, meta = load_checkpoint(path, dev)
-        return cls(path=path, sha256=sha256(path), model=model, meta=meta, device=dev, demo=demo)
+        prepare_model(model, dev, compile=compile)
+        return cls(
+            path=path, sha256=sha256(path), model=model, meta=meta, device=dev, demo=demo, amp=amp, compile=compile
+        )
 
     def run_info(self) -> dict:
         """What the run sidecar records about the checkpoint, scan backend and device."""
@@ -126,6 +142,9 @@ class SceneModel:
             },
             "scan_backend": resolve_backend("auto", self.device),
             "device": str(self.device),
+            "amp": self.amp,
+            "compile": self.compile,
+            "channels_last": use_channels_last(self.device),
             "threads": torch.get_num_threads(),
         }
 
@@ -168,7 +187,7 @@ class SceneModel:
             opt_path,
             sar_path,
             out_path,
-            ModelPredictor(self.model, self.device),
+            ModelPredictor(self.model, self.device, self.amp),
             classes=meta.classes,
             palette=meta.palette,
             opt_bands=opt_bands,

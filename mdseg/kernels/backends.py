@@ -16,6 +16,7 @@ variable MDSEG_SCAN_BACKEND overrides it. Neither triton nor mamba-ssm is import
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import importlib.util
@@ -191,18 +192,26 @@ def resolve_backend(requested: str, device: torch.device | str, dtype: torch.dty
     return name
 
 
-def opaque_to_compile(fn: F) -> F:
-    """`fn` runs as one eager call under torch.compile (a graph break on each side) and unchanged otherwise.
+def scan_entry_point(fn: F) -> F:
+    """Wrap a public scan function: it runs with autocast off and as one eager call under torch.compile.
 
-    For the scan entry points: their kernels are already fused, and tracing them (numba, Triton launch code,
-    the reference's Python loop over steps) would only cost compile time or break the graph inside them.
-    `torch.compiler.disable` as a decorator does the same, but imports torch._dynamo (~1 s) with mdseg.
+    Autocast off: the kernels read half-precision inputs and compute in float32 themselves, and the `torch`
+    path would otherwise run its state contraction (an einsum) in half precision. Opaque to torch.compile (a
+    graph break on each side): the kernels are already fused, and tracing them (numba, Triton launch code, the
+    reference's Python loop over steps) would only cost compile time or break the graph inside them.
+    `torch.compiler.disable` as a decorator would import torch._dynamo (~1 s) with mdseg; this defers it.
     """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         if torch.compiler.is_compiling():  # only while dynamo traces: eager calls never get here
-            return torch.compiler.disable(fn)(*args, **kwargs)
-        return fn(*args, **kwargs)
+            return torch.compiler.disable(wrapper)(*args, **kwargs)
+        autocasting = [d for d in ("cuda", "cpu") if torch.is_autocast_enabled(d)]
+        if not autocasting:
+            return fn(*args, **kwargs)
+        with contextlib.ExitStack() as stack:
+            for device_type in autocasting:
+                stack.enter_context(torch.autocast(device_type, enabled=False))
+            return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from mdseg.kernels.backends import opaque_to_compile, resolve_backend
+from mdseg.kernels.backends import resolve_backend, scan_entry_point
 from mdseg.kernels.reference import selective_scan_reference
 from mdseg.kernels.scan_torch import selective_scan_torch
 
@@ -27,7 +27,7 @@ def _implementation(name: str):
     return selective_scan_cuda
 
 
-@opaque_to_compile
+@scan_entry_point
 def selective_scan(
     u: Tensor,
     delta: Tensor,

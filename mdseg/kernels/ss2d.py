@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from mdseg.kernels.backends import opaque_to_compile, resolve_backend
+from mdseg.kernels.backends import resolve_backend, scan_entry_point
 from mdseg.kernels.cross_scan import cross_merge, cross_scan
 from mdseg.kernels.selective_scan import selective_scan
 
 
-@opaque_to_compile
+@scan_entry_point
 def ss2d_scan(
     u: Tensor,
     delta: Tensor,
