@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Sampler
 from mdseg.checkpoint import CheckpointMeta, save_checkpoint
 from mdseg.data import Augment, GridWindowSampler, RandomWindowSampler, SegmentationDataset, find_dataset
 from mdseg.data.sampler import WindowQuery
+from mdseg.engine.accel import autocast, check_amp, prepare_model
 from mdseg.engine.checkpoint_predict import cpu_threads, resolve_device
 from mdseg.engine.evaluate import RUN_BEST as BEST_CHECKPOINT
 from mdseg.engine.evaluate import RUN_LAST as LAST_CHECKPOINT
@@ -71,7 +72,6 @@ RECIPES: dict[str, dict[str, Any]] = {
         "seed": 2024,
     },
 }
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -198,13 +198,11 @@ def resolve_settings(settings: TrainSettings, device: torch.device, world_size: 
         (settings.log_every >= 1, "--log-every must be at least 1"),
         (settings.workers >= 0, f"--workers must be 0 or more, got {settings.workers}"),
         (settings.steps >= 1, f"--steps must be at least 1, got {settings.steps}"),
-        (settings.amp in ("off", *AMP_DTYPES), f"--amp must be off, bf16 or fp16, not {settings.amp!r}"),
     ]
     for ok, message in checks:
         if not ok:
             raise OptionError(message)
-    if settings.amp != "off" and not on_gpu:
-        raise OptionError(f"--amp {settings.amp} needs a CUDA device; on CPU train with --amp off")
+    check_amp(settings.amp, device)
     return replace(
         settings,
         data=str(Path(settings.data).resolve()),
@@ -532,7 +530,7 @@ def validate(
         for n, query in enumerate(sampler):
             item = dataset[query]
             generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + n)
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 logits = model.predict(
                     item["opt"][None].to(device), item["sar"][None].to(device), steps=steps, generator=generator
                 )
@@ -540,12 +538,6 @@ def validate(
     finally:
         model.train(was_training)
     return all_reduce(cm)
-
-
-def _autocast(device: torch.device, amp: str):
-    if amp == "off":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
 
 
 def train(
@@ -622,6 +614,7 @@ def _train(
 
     torch.manual_seed(settings.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
     model = build_model(settings.model, len(layout.opt_bands), len(layout.sar_bands), len(classes.names)).to(device)
+    prepare_model(model, device, compile=settings.compile)  # channels-last on CUDA; compiles the per-tile parts
     optimizer = torch.optim.AdamW(parameter_groups(model, settings.weight_decay), lr=settings.lr, betas=(0.9, 0.999))
     start, best, best_iter = 0, None, None
     if resume is not None:
@@ -641,8 +634,6 @@ def _train(
         if device.type == "cuda":  # batch statistics over all GPUs, as MMSegmentation's SyncBN (CUDA only)
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if settings.compile:
-        net = torch.compile(net)
     scaler = torch.amp.GradScaler(device.type, enabled=settings.amp == "fp16")
 
     windows = RandomWindowSampler(train_set.sizes, 2 * settings.crop, seed=settings.seed, num_replicas=1, rank=0)
@@ -735,7 +726,7 @@ def _train(
             opt_t = batch["opt"].to(device, non_blocking=True)
             sar_t = batch["sar"].to(device, non_blocking=True)
             label = batch["label"].to(device, non_blocking=True)
-            with _autocast(device, settings.amp):
+            with autocast(device, settings.amp):
                 losses = net(opt_t, sar_t, label)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(losses["loss"]).backward()
