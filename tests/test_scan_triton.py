@@ -10,13 +10,15 @@ option grid is a covering design rather than the full product of `test_scan_pari
 the five options at one shape with grouped and ungrouped B/C, and at every (n, l, groups) of that grid all
 options off and all on. Under the interpreter a chunk is 32 steps and a program takes 4 channels forward and
 2 backward, so l = 40 and 64 cross chunk boundaries and d = 4 splits a group across programs (the B/C
-gradient reduction). Tolerances are `test_scan_parity.py`'s and `test_scan_grad.py`'s.
+gradient reduction). Tolerances are `test_scan_parity.py`'s and `test_scan_grad.py`'s. The interpreter never
+runs Triton's compiler, so one test also compiles both kernels for sm_90 (through ptxas) in a subprocess.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import itertools
+import os
 import subprocess
 import sys
 
@@ -349,6 +351,43 @@ def test_long_sequence_forward_and_gradients_match_reference_on_cuda(n, make_sca
     actual = _grads("triton", "cuda", inputs)
     for name in INPUT_NAMES:
         assert_scaled_close(actual[name], expected[name], FP32_REL, f"grad {name}")
+
+
+_COMPILE_FOR_SM90 = """
+import triton, triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from mdseg.kernels import scan_triton as st
+
+def compile_(fn, dtype, constexprs, warps):
+    signature = {
+        name: "constexpr" if name in constexprs else (dtype if name.endswith("_ptr") else "i32")
+        for name in fn.arg_names
+    }
+    source = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
+    kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+    assert "cubin" in kernel.asm
+
+for ndir, nstate, dtype in ((4, 1, "*bf16"), (1, 16, "*fp32")):
+    cfg = st._config(nstate, 256, True)
+    flags = dict(HAS_D=True, HAS_Z=ndir == 1, HAS_BIAS=True, SOFTPLUS=True, NDIR=ndir, ACC=tl.float32,
+                 BLOCK_N=cfg.block_n, CHUNK=cfg.chunk)
+    compile_(st._scan_fwd_kernel, dtype, {**flags, "SAVE_STATES": True, "BLOCK_D": cfg.block_d_fwd}, cfg.warps)
+    compile_(st._scan_bwd_kernel, dtype, {**flags, "BLOCK_D": cfg.block_d_bwd}, cfg.warps)
+"""
+
+
+def test_kernels_compile_for_a_gpu_without_one(tmp_path):
+    # The interpreter does not run Triton's compiler; this does, for sm_90 through ptxas (bundled with triton),
+    # in a process where the kernels are built compiled. Skipped where this triton cannot target CUDA offline.
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env |= {"TRITON_CACHE_DIR": str(tmp_path), "TRITON_DEFAULT_FP_FUSION": "1"}
+    done = subprocess.run([sys.executable, "-c", _COMPILE_FOR_SM90], env=env, capture_output=True, text=True)
+    last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+    missing_ptxas = "ptxas" in last and ("not found" in last or "No such file" in last)
+    if done.returncode != 0 and (last.startswith(("ImportError", "ModuleNotFoundError")) or missing_ptxas):
+        pytest.skip(f"this triton cannot compile for CUDA offline: {last}")
+    assert done.returncode == 0, done.stderr
 
 
 def test_import_mdseg_does_not_import_triton():

@@ -37,26 +37,34 @@ from torch import Tensor
 @dataclass(frozen=True)
 class _Config:
     """Tile sizes: CHUNK time steps per chunk (the backward restarts from the forward's chunk-start states, so
-    both use the same), channels per program forward and backward, the state dimension padded to a power of 2;
-    warps per program forward and backward (the backward keeps about three times as many tiles live)."""
+    both use the same), channels per program forward and backward (the backward keeps about three times as
+    many tiles live, so it takes half the channels), the state dimension padded to a power of 2, warps."""
 
     chunk: int
     block_d_fwd: int
     block_d_bwd: int
     block_n: int
-    warps_fwd: int = 4
-    warps_bwd: int = 8
+    warps: int = 4
 
 
 def _config(nstate: int, per_group: int, on_gpu: bool) -> _Config:
-    """On a GPU, (channels, state, time) tiles of about 4096 elements forward and 2048 backward (chosen, not
-    yet measured). Under the interpreter (CPU tensors) small tiles: it costs per operation and per scan step,
-    and CI's short sequences then still cross chunk and channel-block boundaries."""
+    """Tile sizes. On a GPU the parallelism is across programs (batch × channel blocks) and, inside a chunk,
+    across time: d_state 1 (the model's) takes 128-step chunks of 4 channels forward, 2 backward (a 256² tile's
+    first stage alone makes 64 programs per tile); larger d_state 32-step chunks and (channels, state, time)
+    tiles of 1024 elements forward, half backward, on 8 warps. Chosen so that ptxas (sm_80, sm_90) reports
+    (almost) no register spills for either kernel; their speed is not measured yet. Under the interpreter (CPU tensors)
+    small tiles: it costs per operation and per scan step, and CI's short sequences then still cross chunk and
+    channel-block boundaries."""
     block_n = triton.next_power_of_2(nstate)
-    chunk = 64 if on_gpu else 32
-    block_d = max(1, 4096 // (block_n * chunk)) if on_gpu else 4
+    if not on_gpu:
+        chunk, block_d, warps = 32, 4, 4
+    elif block_n == 1:
+        chunk, block_d, warps = 128, 4, 4
+    else:
+        chunk, warps = 32, 8
+        block_d = max(1, 1024 // (block_n * chunk))
     block_d = min(block_d, triton.next_power_of_2(per_group))
-    return _Config(chunk, block_d, max(1, block_d // 2), block_n)
+    return _Config(chunk, block_d, max(1, block_d // 2), block_n, warps)
 
 
 @triton.jit
@@ -126,10 +134,12 @@ def _scan_fwd_kernel(
     sC_b, sC_g, sC_n, sC_l,
     sA_c, sA_n, sD, sbias,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    NDIR: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
+    NDIR: tl.constexpr, SAVE_STATES: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
 ):  # fmt: skip
     """Grid (channel blocks, group programs, batch). Channel j of group g is channel g·DCH + j of A, D, bias,
-    states (b, CTOT, NCHUNKS, n) and last (b, CTOT, n) (both contiguous). u and out are maps seen through
+    states (b, CTOT, NCHUNKS, n; written only with SAVE_STATES, for the backward) and last (b, CTOT, n) (both
+    contiguous). u and out are maps seen through
     (batch, group, channel, row, column) strides; delta, z (b, g, DCH, L); B, C (b, g, n, L).
     NDIR = 1: a program scans one group. NDIR = 4 (SS2D): it scans the four directions of its channels in
     turn and adds each output into the one merged map."""
@@ -160,7 +170,8 @@ def _scan_fwd_kernel(
         state_ptrs = states_ptr + (row * NCHUNKS)[:, None] * NSTATE + s[None, :]
         x = tl.zeros((BLOCK_D, BLOCK_N), dtype=ACC)
         for ci in range(0, NCHUNKS):
-            tl.store(state_ptrs + ci * NSTATE, x, mask=mask_dn)
+            if SAVE_STATES:
+                tl.store(state_ptrs + ci * NSTATE, x, mask=mask_dn)
             t = ci * CHUNK + tc
             mask_t = t < L
             mask = mask_d[:, None] & mask_t[None, :]
@@ -376,16 +387,20 @@ def _param_strides(A: Tensor, D: Tensor | None, bias: Tensor | None) -> tuple[in
     )
 
 
-def _forward(layout: _Layout, u, delta, A, B, C, D, z, bias, softplus: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Launch the forward: (out, chunk-start states, last state). out is (b, g·DCH, l) in u's dtype, or for
-    SS2D the merged (b, d, l) map in the accumulation dtype."""
+def _forward(
+    layout: _Layout, u, delta, A, B, C, D, z, bias, softplus: bool, save_states: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Launch the forward: (out, chunk-start states (empty unless `save_states`), last state). out is
+    (b, g·DCH, l) in u's dtype, or for SS2D the merged (b, d, l) map in the accumulation dtype."""
     acc = _acc_dtype(u.dtype)
     nstate = A.shape[1]
     cfg = _config(nstate, layout.per_group, u.is_cuda)
     nchunks = triton.cdiv(layout.length, cfg.chunk)
     rows = layout.per_group if layout.ndir == 4 else layout.channels
     out = torch.empty(layout.batch, rows, layout.length, dtype=acc if layout.ndir == 4 else u.dtype, device=u.device)
-    states = torch.empty(layout.batch, layout.channels, nchunks, nstate, dtype=acc, device=u.device)
+    states = torch.empty(
+        (layout.batch, layout.channels, nchunks, nstate) if save_states else (0, 0, 0, 0), dtype=acc, device=u.device
+    )
     last = torch.empty(layout.batch, layout.channels, nstate, dtype=acc, device=u.device)
     grid = (triton.cdiv(layout.per_group, cfg.block_d_fwd), layout.groups // layout.ndir, layout.batch)
     with _device_guard(u):
@@ -396,8 +411,8 @@ def _forward(layout: _Layout, u, delta, A, B, C, D, z, bias, softplus: bool) -> 
             *layout.map_strides(u), *layout.map_strides(out), *layout.seq_strides(delta), *layout.seq_strides(z),
             *_bc_strides(B), *_bc_strides(C), *_param_strides(A, D, bias),
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus,
-            NDIR=layout.ndir, ACC=_tl_dtype(acc), BLOCK_D=cfg.block_d_fwd, BLOCK_N=cfg.block_n, CHUNK=cfg.chunk,
-            num_warps=cfg.warps_fwd,
+            NDIR=layout.ndir, SAVE_STATES=save_states, ACC=_tl_dtype(acc), BLOCK_D=cfg.block_d_fwd,
+            BLOCK_N=cfg.block_n, CHUNK=cfg.chunk, num_warps=cfg.warps,
         )  # fmt: skip
     return out, states, last
 
@@ -432,7 +447,7 @@ def _backward(layout: _Layout, u, delta, A, B, C, D, z, bias, softplus: bool, st
             *_bc_strides(B), *_bc_strides(C), *_param_strides(A, D, bias),
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus,
             NDIR=layout.ndir, ACC=_tl_dtype(acc), BLOCK_D=cfg.block_d_bwd, BLOCK_N=cfg.block_n, CHUNK=cfg.chunk,
-            num_warps=cfg.warps_bwd,
+            num_warps=cfg.warps,
         )  # fmt: skip
     return du, ddelta, dz, dA.sum(0), dD.sum(0), dbias.sum(0), dB.sum(2), dC.sum(2)
 
@@ -454,7 +469,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
         groups = 1 if B.dim() == 3 else B.shape[1]
         batch, channels, length = u.shape
         layout = _Layout(batch, groups, channels // groups, 1, 1, length)
-        out, states, last = _forward(layout, u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus))
+        save = any(ctx.needs_input_grad[:8])
+        out, states, last = _forward(layout, u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), save)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
         ctx.layout = layout
         ctx.delta_softplus = bool(delta_softplus)
@@ -504,7 +520,8 @@ class _SS2DScanTriton(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus):
         batch, channels, h, w = u.shape
         layout = _Layout(batch, 4, channels, 4, h, w)
-        out, states, _ = _forward(layout, u, delta, A, B, C, D, None, delta_bias, bool(delta_softplus))
+        save = any(ctx.needs_input_grad[:7])
+        out, states, _ = _forward(layout, u, delta, A, B, C, D, None, delta_bias, bool(delta_softplus), save)
         ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, states)
         ctx.layout = layout
         ctx.delta_softplus = bool(delta_softplus)
