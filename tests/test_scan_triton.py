@@ -1,9 +1,10 @@
 """The `triton` backend against the reference: forward, gradients, the fused SS2D scan.
 
 Without a GPU the kernels run on CPU tensors under Triton's interpreter (TRITON_INTERPRET=1, switched on by a
-module fixture before the kernels are first imported, and switched off again after this module); with CUDA
-they are compiled and the same tests run on the GPU (the interpreter variants are then skipped: a process
-holds the kernels either compiled or interpreted). Everything skips when triton is not installed.
+module fixture for this module only; if an earlier test already imported triton compiled, e.g. through
+torch.compile, those tests run in a fresh process instead); with CUDA they are compiled and the same tests run
+on the GPU (the interpreter variants are then skipped: a process holds Triton's functions either compiled or
+interpreted). Everything skips when triton is not installed.
 
 The interpreter is slow (milliseconds per tile operation), so shapes stay small (l <= 64, d <= 8) and the
 option grid is a covering design rather than the full product of `test_scan_parity.py`: every combination of
@@ -93,26 +94,32 @@ def _scan_step_by_step(self, inputs):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _interpreter_without_gpu():
-    """No GPU: TRITON_INTERPRET=1 for this module (before triton is first imported: Triton builds its @jit
-    functions then), and the interpreter's scan vectorised over slices. With a GPU: nothing, the kernels compile."""
-    if torch.cuda.is_available() or importlib.util.find_spec("triton") is None:
-        yield
+def interpreter_problem():
+    """No GPU: TRITON_INTERPRET=1 for this module and the interpreter's scan vectorised over slices; yields None,
+    or why the interpreter cannot run here. Triton builds its @jit functions (its own and ours) when
+    triton.language is first imported, so that must not have happened yet in this process: torch.compile
+    imports triton, so after an earlier test compiled something the interpreter tests move to a fresh process
+    (`test_interpreter_tests_pass_in_a_fresh_process`). With a GPU: nothing to do, the kernels compile."""
+    if torch.cuda.is_available():
+        yield "CUDA present"
         return
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TRITON_INTERPRET", "1")
         problem = triton_problem("cpu")
-        if problem is not None:  # e.g. triton was imported compiled earlier in this process
-            pytest.skip(f"the Triton interpreter is unavailable: {problem}")
-        from triton.runtime import interpreter
+        if problem is None:
+            from triton.runtime import interpreter
 
-        if hasattr(getattr(interpreter, "ScanOps", None), "generic_scan"):
-            patch.setattr(interpreter.ScanOps, "generic_scan", _scan_step_by_step)
-        yield
+            if hasattr(getattr(interpreter, "ScanOps", None), "generic_scan"):
+                patch.setattr(interpreter.ScanOps, "generic_scan", _scan_step_by_step)
+            yield None
+            return
+    yield problem
 
 
 @pytest.fixture(params=DEVICES)
-def device(request) -> str:
+def device(request, interpreter_problem) -> str:
+    if request.param == "cpu" and interpreter_problem is not None:
+        pytest.skip(f"{interpreter_problem}; test_interpreter_tests_pass_in_a_fresh_process runs these instead")
     return request.param
 
 
@@ -388,6 +395,15 @@ def test_kernels_compile_for_a_gpu_without_one(tmp_path):
     if done.returncode != 0 and (last.startswith(("ImportError", "ModuleNotFoundError")) or missing_ptxas):
         pytest.skip(f"this triton cannot compile for CUDA offline: {last}")
     assert done.returncode == 0, done.stderr
+
+
+def test_interpreter_tests_pass_in_a_fresh_process(interpreter_problem):
+    if torch.cuda.is_available() or interpreter_problem is None:
+        pytest.skip("no need: the interpreter tests ran in this process" if interpreter_problem is None else "GPU")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "interpreter"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
 
 
 def test_import_mdseg_does_not_import_triton():
