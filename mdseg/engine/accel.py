@@ -6,12 +6,13 @@
   autocast off, on the half-precision activations it is given), and predict blends float32 probabilities.
   Results differ slightly from float32 ones; they stay deterministic for a given seed. fp16 training needs
   loss scaling (`torch.amp.GradScaler`), bf16 does not.
-- `compile`: torch.compile, in place, on the parts that run per tile (backbone, neck, the head's denoiser), so
-  both `forward` (training) and `predict` (DDIM sampling) use them; each scan call stays one eager call (a graph
-  break, see `mdseg.kernels.backends.opaque_to_compile`). The first tiles pay the compilation (minutes for
-  `paper`); new tile shapes recompile.
+- `compile`: torch.compile, in place, on the parts that run per tile (`compiled_parts`: backbone, neck, the
+  head's denoiser), so both `forward` (training) and `predict` (DDIM sampling) use them; each scan call stays
+  one eager call (a graph break, see `mdseg.kernels.backends.scan_entry_point`). The first tiles pay the
+  compilation (minutes for `paper`); new tile shapes recompile. Compile before wrapping in DDP.
 - channels-last: convolution weights (and so their outputs) in NHWC on CUDA, where cuDNN's tensor-core kernels
   want it; the VSS blocks work in (B, H, W, C) already, so their permutes become free. Not used on CPU.
+  Chosen, not measured: `bench/bench_gpu.py` has no GPU figures yet.
 """
 
 from __future__ import annotations
