@@ -139,8 +139,8 @@ def _scan_fwd_kernel(
 ):  # fmt: skip
     """Grid (channel blocks, group programs, batch). Channel j of group g is channel g·DCH + j of A, D, bias,
     states (b, CTOT, NCHUNKS, n; written only with SAVE_STATES, for the backward) and last (b, CTOT, n) (both
-    contiguous). u and out are maps seen through
-    (batch, group, channel, row, column) strides; delta, z (b, g, DCH, L); B, C (b, g, n, L).
+    contiguous). u and out are maps seen through (batch, group, channel, row, column) strides; delta, z
+    (b, g, DCH, L); B, C (b, g, n, L).
     NDIR = 1: a program scans one group. NDIR = 4 (SS2D): it scans the four directions of its channels in
     turn and adds each output into the one merged map."""
     pid_blk = tl.program_id(0)
