@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import platform
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -24,13 +26,21 @@ from mdseg.errors import OptionError
 from mdseg.geo.atomic import AtomicOutputs
 from mdseg.geo.blend import BlendedBlock, TileBlender
 from mdseg.geo.grid import Grid, pixel_areas_m2
-from mdseg.geo.pair import Align, RasterPair
+from mdseg.geo.pair import Align, RasterPair, grid_of, open_raster
 from mdseg.geo.sar import SarScale
 from mdseg.geo.tiles import Tile, tile_grid, weight_window
 from mdseg.geo.vector import polygonise, vector_driver, write_polygons
 from mdseg.geo.writer import CLASS_NODATA, StreamingCOG, class_aux_xml, class_colormap, class_tags
 
 ProgressCallback = Callable[[int, int], None]
+
+# Smallest GDAL block cache of a run (bytes), whatever the scene: two full-width block rows of a typical pair
+# (4 uint16 + 1 float32 bands in 512 px blocks) up to ~5400 px wide, so each block is decoded once there.
+MIN_GDAL_CACHE = 64 * 2**20
+# GDAL block cache (bytes) of the COG conversion at the end of a run.
+COG_GDAL_CACHE = 16 * 2**20
+# Block shape (rows, cols) of rasterio's WarpedVRT, through which a misaligned SAR raster is read.
+WARPED_BLOCK = (128, 512)
 
 
 class Predictor(Protocol):
@@ -79,6 +89,56 @@ def tile_seed(seed: int, row: int, col: int) -> int:
     """
     state = np.random.SeedSequence([seed, row, col]).generate_state(2, dtype=np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1]))
+
+
+def gdal_cache_bytes(pair: RasterPair, tile: int) -> int:
+    """GDAL block cache (bytes) for reading `tile`-px tiles of `pair` in row-major order; independent of scene size.
+
+    The larger of `MIN_GDAL_CACHE` and twice the input blocks (all bands of a file; and the warped view's
+    blocks when SAR is reprojected) that one tile touches, so a block shared by neighbouring tiles is decoded
+    once. Blocks shared with the next tile row stay cached only while two block rows, full width, fit: wider
+    scenes decode them again (a 16384-px-wide deflate pair read 2.8× slower, bench/bench_predict.py); setting
+    GDAL_CACHEMAX trades memory for that time. GDAL's default cache (5 % of RAM) fills with the scene's blocks.
+    """
+    with open_raster(pair.opt_path, "Optical") as opt, open_raster(pair.sar_path, "SAR") as sar:
+        need = _blocks_bytes(opt, tile, tile)
+        # SAR pixels per optical pixel along each axis; 1 when the CRSs differ (a rough size suffices here).
+        sar_grid = grid_of(sar)
+        sx, sy = (o / s for o, s in zip(pair.grid.res, sar_grid.res, strict=True))
+        if sar_grid.crs != pair.grid.crs:
+            sx = sy = 1.0
+        need += _blocks_bytes(sar, tile * sy, tile * sx)
+    if pair.reprojected:
+        rows, cols = _span(tile, WARPED_BLOCK[0], pair.grid.height), _span(tile, WARPED_BLOCK[1], pair.grid.width)
+        need += rows * cols * 4 * pair.sar_count
+    return max(MIN_GDAL_CACHE, 2 * need)
+
+
+def _sar_scale_cache_bytes(opt_path: str | Path, sar_path: str | Path) -> int:
+    """GDAL block cache (bytes) for `RasterPair` opening: its SAR scale check reads a decimated view of the whole
+    SAR raster row by row, which decodes each block once only if a block row, full width, stays cached (with
+    room for one block row only, a 16384 × 2048 px SAR raster took 9 s instead of 0.6 s)."""
+    # Both opened in RasterPair's order, so that a missing or broken file is reported as RasterPair would.
+    with open_raster(opt_path, "Optical"), open_raster(sar_path, "SAR") as sar:
+        return max(MIN_GDAL_CACHE, 2 * _blocks_bytes(sar, 1, sar.width))
+
+
+def _caller_sets_gdal_cache() -> bool:
+    """True when GDAL_CACHEMAX comes from the environment or an enclosing `rasterio.Env`."""
+    return "GDAL_CACHEMAX" in os.environ or (rasterio.env.hasenv() and "GDAL_CACHEMAX" in rasterio.env.getenv())
+
+
+def _blocks_bytes(src: rasterio.DatasetReader, rows: float, cols: float) -> int:
+    """Bytes of the blocks (all bands) that a window `rows` × `cols` px of `src` can touch, wherever it lies."""
+    bh, bw = src.block_shapes[0]
+    px_bytes = sum(np.dtype(d).itemsize for d in src.dtypes)
+    return _span(rows, bh, src.height) * _span(cols, bw, src.width) * px_bytes
+
+
+def _span(length: float, block: int, limit: int) -> int:
+    """Pixels in the blocks that a run of `length` px can straddle (at most 1 + ceil((length − 1) / block)),
+    but no more than `limit`."""
+    return min(limit, block * (1 + math.ceil((max(length, 1) - 1) / block)))
 
 
 def predict_scene(
@@ -132,6 +192,11 @@ def predict_scene(
     `normalise` maps read optical (Co, h, w) / SAR (Cs, h, w, in dB) to model units; `inference_scale`
     resamples each tile (bilinear) before the predictor and the probabilities back after it. `progress`:
     a Rich bar (True), nothing (False), or a callback `(tiles_done, tiles_total)`.
+
+    Memory does not grow with the scene height: blending and writing hold a few full-width rows (see
+    `TileBlender`, `StreamingCOG`), and GDAL's block cache is set to `gdal_cache_bytes` for the run (a
+    process-wide setting, restored afterwards) unless the caller set GDAL_CACHEMAX (environment variable or an
+    enclosing `rasterio.Env`).
     """
     k = len(classes)
     _check_options(k, palette, tile, overlap, batch_size, steps, samples, inference_scale)
@@ -148,6 +213,10 @@ def predict_scene(
                 tmp[name] = outputs.reserve(path)
                 targets[name] = str(path)
         tmp["sidecar"] = outputs.reserve(sidecar_path)
+        # GDAL's default block cache (5 % of RAM) would fill with the scene's blocks; a caller's setting is kept.
+        bound_cache = not _caller_sets_gdal_cache()
+        if bound_cache:
+            open_files.enter_context(rasterio.Env(GDAL_CACHEMAX=_sar_scale_cache_bytes(opt_path, sar_path)))
         pair = open_files.enter_context(
             RasterPair(
                 opt_path,
@@ -162,10 +231,12 @@ def predict_scene(
                 sar_nodata=sar_nodata,
             )
         )
+        if bound_cache:
+            open_files.enter_context(rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(pair, tile)))
         tiles = tile_grid(pair.window.height, pair.window.width, tile, overlap)
         sink = _Sink(pair.grid, pair.window, tiles[0].height, classes, palette, samples, outputs, open_files, tmp)
         runner = _TileRunner(pair, predictor, normalise, tile, overlap, seed, steps, samples, inference_scale, device)
-        blender = TileBlender(tiles, pair.window.height, pair.window.width, k + 1)
+        blender = TileBlender(tiles, pair.window.height, pair.window.width, k + (samples > 1))
         with _progress_reporter(progress, len(tiles)) as advance:
             for batch_tiles, probs in runner.run(tiles, batch_size, advance, timer):
                 t0 = time.perf_counter()
@@ -176,7 +247,10 @@ def predict_scene(
             t0 = time.perf_counter()
             for block in blender.finish():
                 sink.write(block)
-            sink.finish()
+            # The COG conversion reads each intermediate block once: it needs a small cache, and lowering it drops
+            # the input blocks still cached.
+            with rasterio.Env(GDAL_CACHEMAX=COG_GDAL_CACHE) if bound_cache else nullcontext():
+                sink.finish()
             timer["blend_write"] += time.perf_counter() - t0
         if vector_path is not None:
             t0 = time.perf_counter()
@@ -246,7 +320,10 @@ class _TileRunner:
     def run(
         self, tiles: list[Tile], batch_size: int, advance: Callable[[int], None], timer: dict[str, float]
     ) -> Iterator[tuple[list[Tile], list[tuple[np.ndarray, np.ndarray]]]]:
-        """Yield (tiles, [(values (K+1, h, w), weight (h, w))]) per predictor batch, tiles in row-major order."""
+        """Yield (tiles, [(values (C, h, w), weight (h, w))]) per predictor batch, tiles in row-major order.
+
+        C is K class probabilities, plus the predictor's disagreement as channel K when `samples` > 1.
+        """
         batch: list[tuple[Tile, np.ndarray, np.ndarray, np.ndarray]] = []
         for i, t in enumerate(tiles):
             t0 = time.perf_counter()
@@ -305,8 +382,9 @@ class _TileRunner:
         probs = probs.float()
         if probs.ndim != 4 or probs.shape[0] != len(batch):
             raise ValueError(f"the predictor returned shape {tuple(probs.shape)}; expected (B={len(batch)}, K, h, w)")
-        spread = torch.zeros_like(probs[:, :1]) if spread is None else spread.float().unsqueeze(1)
-        values = torch.cat([probs, spread], dim=1)
+        # The disagreement rides along as channel K only when it is written: a zero channel would add blending
+        # work and full-width accumulator rows for nothing.
+        values = torch.cat([probs, spread.float().unsqueeze(1)], dim=1) if self.samples > 1 else probs
         if values.shape[-2:] != size:
             values = F.interpolate(values, size=size, mode="bilinear", align_corners=False)
         values = values.cpu().numpy()
@@ -322,7 +400,7 @@ class _Sink:
 
     A band is the rows one tile row finishes (at most a tile high); its blocks arrive left to right, and the
     band goes to the writers when its last block is in. Only uint8 bands are full width, so the sink's memory is
-    (output bands) × tile height × scene width bytes.
+    (output bands) × tile height × scene width bytes (plus a validity band when a masked raster is written).
     """
 
     def __init__(
@@ -344,8 +422,11 @@ class _Sink:
         self.area_m2 = np.zeros(256, dtype=np.float64)
         self.writers: dict[str, StreamingCOG] = {}
         self.bands: dict[str, np.ndarray] = {}
-        # Columns outside the region keep their fill (nodata, or 0 and unmasked) in every band.
-        self.valid = np.zeros((band_rows, grid.width), dtype=bool)
+        self.band_rows = band_rows
+        # Only the masked rasters (probabilities, confidence) need validity; columns outside the region keep
+        # their fill (nodata, or 0 and unmasked) in every band.
+        masked = "probabilities" in tmp or "confidence" in tmp
+        self.valid = np.zeros((band_rows if masked else 0, grid.width), dtype=bool)
 
         def open_writer(name: str, count: int, fill: int, **kwargs: object) -> None:
             writer = StreamingCOG(outputs.scratch(tmp[name]), grid, count, **kwargs)
@@ -378,7 +459,8 @@ class _Sink:
         cls = np.where(block.covered, probs.argmax(axis=0), CLASS_NODATA).astype(np.uint8)
         self._count(cls, self.row0 + block.row)
         self.bands["map"][0, :n, cols] = cls
-        self.valid[:n, cols] = block.covered
+        if self.valid.size:
+            self.valid[:n, cols] = block.covered
         if "probabilities" in self.bands:
             self.bands["probabilities"][:, :n, cols] = _to_byte(probs)
         if "confidence" in self.bands:
@@ -388,11 +470,14 @@ class _Sink:
         if block.col + m == int(self.window.width):
             self._fill_to(self.row0 + block.row)
             for name, writer in self.writers.items():
-                writer.write(self.bands[name][:, :n], self.valid[:n])
+                writer.write(self.bands[name][:, :n], self.valid[:n] if writer.masked else None)
 
     def finish(self) -> None:
         """Fill rows below the region with nodata and convert every raster to a COG; write the map's RAT."""
         self._fill_to(self.grid.height)
+        # The conversion should not stack on top of the row bands.
+        self.bands.clear()
+        self.valid = np.zeros((0, self.grid.width), dtype=bool)
         for name, writer in self.writers.items():
             writer.finish(self.tmp[name])
         self.tmp["aux"].write_text(class_aux_xml(self.classes, self.palette))
@@ -417,13 +502,14 @@ class _Sink:
         self.area_m2 += np.bincount(cls.ravel(), weights=np.repeat(areas, cls.shape[1]), minlength=256)
 
     def _fill_to(self, row: int) -> None:
-        """Write all-nodata rows until raster row `row`, a block at a time."""
+        """Write all-nodata rows until raster row `row`, a band's height at a time (the writers gather blocks)."""
         while (done := self.writers["map"].rows_written) < row:
-            n = min(row - done, 512)
+            n = min(row - done, self.band_rows)
             empty = np.zeros((n, self.grid.width), dtype=bool)
             for writer in self.writers.values():
                 fill = CLASS_NODATA if writer is self.writers["map"] else 0
-                writer.write(np.full((writer.count, n, self.grid.width), fill, dtype=np.uint8), empty)
+                values = np.full((writer.count, n, self.grid.width), fill, dtype=np.uint8)
+                writer.write(values, empty if writer.masked else None)
 
 
 def _to_byte(p: np.ndarray) -> np.ndarray:

@@ -55,7 +55,8 @@ class TileBlender:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the float32 accumulators (the open columns and the carried overlap rows)."""
+        """Bytes held by the float32 accumulators (the open columns and the carried overlap rows); 0 after
+        `finish()`."""
         return self._carry.nbytes + self._acc.nbytes + self._scratch.nbytes
 
     def add(self, t: Tile, values: np.ndarray, weight: np.ndarray) -> Iterator[BlendedBlock]:
@@ -73,8 +74,12 @@ class TileBlender:
         self._next = index + 1
 
     def finish(self) -> Iterator[BlendedBlock]:
-        """Pass every remaining grid position, yielding the last finished blocks."""
+        """Pass every remaining grid position, yielding the last finished blocks; then free the accumulators.
+
+        Freeing them here keeps a run's later steps (the COG conversion) from stacking on top of them.
+        """
         yield from self._pass(len(self._ys) * len(self._xs))
+        self._carry = self._acc = self._scratch = np.empty((0, 0, 0), dtype=np.float32)
 
     def _pass(self, until: int) -> Iterator[BlendedBlock]:
         """Pass the grid positions before `until` that no tile was added for."""

@@ -23,7 +23,8 @@ class StreamingCOG:
 
     Rows go to `scratch`, a tiled DEFLATE GeoTIFF, one full block row at a time (a partial block written
     twice would be stored twice); `finish(dst)` copies it with GDAL's COG driver (overviews with
-    `overview_resampling`) to `dst`. Memory: one block row, count × BLOCK × width bytes.
+    `overview_resampling`) to `dst`. Memory: one block row, count × BLOCK × width bytes, released before the
+    conversion, whose own memory follows GDAL's block cache (GDAL_CACHEMAX; `predict_scene` bounds it).
 
     Args:
         scratch: path of the intermediate GeoTIFF (the caller removes it).
@@ -91,7 +92,9 @@ class StreamingCOG:
             take = min(n - done, self._buf.shape[1] - self._filled)
             self._buf[:, self._filled : self._filled + take] = values[:, done : done + take]
             if self._mask is not None:
-                self._mask[self._filled : self._filled + take] = np.where(valid[done : done + take], 255, 0)
+                # In place: np.where(valid, 255, 0) would make an int64 temporary 8× the size of the rows.
+                mask = self._mask[self._filled : self._filled + take]
+                np.multiply(valid[done : done + take], np.uint8(255), out=mask)
             self._filled += take
             done += take
             if self._filled == self._buf.shape[1] or self._row + self._filled == self.grid.height:
@@ -107,6 +110,8 @@ class StreamingCOG:
         if self.rows_written != self.grid.height:
             raise ValueError(f"{self.rows_written} of {self.grid.height} rows written")
         self._dst.close()
+        # The conversion should not stack on top of the strip buffers.
+        self._buf = self._mask = None
         rasterio.shutil.copy(
             self._dst.name,
             dst,
