@@ -10,9 +10,9 @@ from mdseg.checkpoint import DEMO_CHECKPOINT, read_checkpoint_meta
 from mdseg.data.catalog import WHU_CLASSES
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "synthetic"
-# The demo reached mIoU 0.80+ on the sample when it was built (README, scripts/make_demo_weights.py); this bound
-# leaves room for the last-bit differences between CPUs.
-MIOU_BOUND = 0.78
+# The demo scored mIoU 0.94 on the sample when it was built (README); the issue asks for 0.80. The bound leaves
+# room for float16 weights and other CPUs' last bits, and still fails a demo that maps roads or villages badly.
+MIOU_BOUND = 0.85
 
 pytestmark = pytest.mark.skipif(not DEMO_CHECKPOINT.is_file(), reason="this install has no demo weights")
 

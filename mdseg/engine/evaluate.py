@@ -354,6 +354,7 @@ def evaluate(
     from mdseg.data.reader import decide_dataset_sar_scale
     from mdseg.engine.batch import shard_scenes
     from mdseg.engine.checkpoint_predict import DEFAULT_OVERLAP, SceneModel
+    from mdseg.engine.predict import progress_reporter
 
     model = checkpoint if isinstance(checkpoint, SceneModel) else SceneModel.load(checkpoint, device)
     meta = model.meta
@@ -377,7 +378,7 @@ def evaluate(
     try:
         with (
             tempfile.TemporaryDirectory(prefix="mdseg-eval-") as scratch,
-            _sample_progress(progress if rank == 0 else False, len(mine)) as advance,
+            progress_reporter(progress if rank == 0 else False, len(mine), "samples") as advance,
         ):
             pred_path = Path(scratch) / "prediction.tif"
             for sample in mine:
@@ -495,28 +496,3 @@ def _check_classes(layout: DatasetLayout, meta: CheckpointMeta) -> None:
         f"dataset '{layout.root}' has {have} classes ({', '.join(layout.classes.names)}) but the checkpoint has "
         f"{want} ({', '.join(meta.classes)}); evaluate on data with the checkpoint's classes."
     )
-
-
-@contextmanager
-def _sample_progress(progress: bool | Callable[[int, int], None], total: int) -> Iterator[Callable[[int], None]]:
-    """Yield `advance(n)`: moves a Rich bar over samples on stderr (True), calls `progress(done, total)`, or
-    does nothing (False)."""
-    if progress is True:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        columns = (TextColumn("samples"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=Console(stderr=True)) as bar:
-            task = bar.add_task("samples", total=total)
-            yield lambda n: bar.advance(task, n)
-    elif callable(progress):
-        done = 0
-
-        def advance(n: int) -> None:
-            nonlocal done
-            done += n
-            progress(done, total)
-
-        yield advance
-    else:
-        yield lambda n: None

@@ -237,7 +237,7 @@ def predict_scene(
         sink = _Sink(pair.grid, pair.window, tiles[0].height, classes, palette, samples, outputs, open_files, tmp)
         runner = _TileRunner(pair, predictor, normalise, tile, overlap, seed, steps, samples, inference_scale, device)
         blender = TileBlender(tiles, pair.window.height, pair.window.width, k + (samples > 1))
-        with _progress_reporter(progress, len(tiles)) as advance:
+        with progress_reporter(progress, len(tiles)) as advance:
             for batch_tiles, probs in runner.run(tiles, batch_size, advance, timer):
                 t0 = time.perf_counter()
                 for t, (values, weight) in zip(batch_tiles, probs, strict=True):
@@ -540,17 +540,20 @@ def _check_options(
 
 
 @contextmanager
-def _progress_reporter(progress: bool | ProgressCallback, total: int) -> Iterator[Callable[[int], None]]:
-    """Yield `advance(n)`: moves a Rich bar on stderr (True), calls `progress(done, total)`, or does nothing."""
+def progress_reporter(
+    progress: bool | ProgressCallback, total: int, unit: str = "tiles"
+) -> Iterator[Callable[[int], None]]:
+    """Yield `advance(n)`: moves a Rich bar over `total` `unit` on stderr, with their rate (True), calls
+    `progress(done, total)` (a callable), or does nothing (False)."""
     if progress is True:
-        columns = (TextColumn("tiles"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"))
+        columns = (TextColumn(unit), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"))
         with Progress(*columns, TimeRemainingColumn(), console=Console(stderr=True)) as bar:
-            task = bar.add_task("tiles", total=total, rate="")
+            task = bar.add_task(unit, total=total, rate="")
 
             def advance(n: int) -> None:
                 bar.advance(task, n)
                 speed = bar.tasks[task].speed
-                bar.update(task, rate=f"{speed:.1f} tiles/s" if speed else "")
+                bar.update(task, rate=f"{speed:.1f} {unit}/s" if speed else "")
 
             yield advance
     elif callable(progress):
