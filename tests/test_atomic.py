@@ -38,3 +38,16 @@ def test_check_refuses_like_reserve_but_creates_nothing(tmp_path):
         AtomicOutputs().check(tmp_path / "a.tif")
     AtomicOutputs().check(tmp_path / "new" / "b.tif")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif"]
+
+
+def test_outputs_get_plain_file_permissions_under_the_umask(tmp_path):
+    import os
+
+    target = tmp_path / "weights.safetensors"
+    with AtomicOutputs() as outputs:
+        tmp = outputs.reserve(target)
+        tmp.write_bytes(b"x")
+        tmp.chmod(0o600)  # what safetensors' writer leaves
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -10,6 +10,15 @@ from types import TracebackType
 
 from mdseg.errors import OutputError, OutputExistsError
 
+
+def _plain_file_mode() -> int:
+    umask = os.umask(0)  # reading the umask means setting it; done once, at import
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _plain_file_mode()
+
 # Files GDAL may leave beside a raster it wrote or read (PAM metadata, external masks and overviews).
 _SIDECARS = (".aux.xml", ".msk", ".ovr")
 
@@ -94,6 +103,9 @@ class AtomicOutputs:
     def _commit(self) -> None:
         targets = {t for _, t in self._reserved}
         for tmp, target in self._reserved:
+            # writers that go through their own temporary file (safetensors) leave it 0600; give outputs the
+            # permissions a plain file would get under the user's umask, as for every other output
+            os.chmod(tmp, _FILE_MODE)
             os.replace(tmp, target)
             for ext in _SIDECARS:
                 stale = target.with_name(target.name + ext)
