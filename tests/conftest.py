@@ -71,6 +71,27 @@ def _assert_scaled_close(
     assert err <= rel * scale, f"{what}: max abs error {err:.3g} > {rel:g} x {scale:.3g}"
 
 
+def _non_contiguous(inputs: dict) -> dict:
+    """The same scan inputs (d = 4) in other memory layouts: (b, l, d) and (b, g, l, n) buffers seen through
+    transposes, A stored as (n, d), D and delta_bias every other element of a longer buffer."""
+    return {
+        **inputs,
+        "u": inputs["u"].transpose(1, 2).contiguous().transpose(1, 2),
+        "delta": inputs["delta"].transpose(1, 2).contiguous().transpose(1, 2),
+        "z": inputs["z"].transpose(1, 2).contiguous().transpose(1, 2),
+        "A": inputs["A"].t().contiguous().t(),
+        "B": inputs["B"].transpose(2, 3).contiguous().transpose(2, 3),
+        "C": inputs["C"].transpose(2, 3).contiguous().transpose(2, 3),
+        "D": torch.stack([inputs["D"], torch.zeros(4)], dim=1).reshape(-1)[::2],
+        "delta_bias": torch.stack([inputs["delta_bias"], torch.zeros(4)], dim=1).reshape(-1)[::2],
+    }
+
+
+@pytest.fixture
+def non_contiguous():
+    return _non_contiguous
+
+
 @pytest.fixture
 def assert_scaled_close():
     """`assert_scaled_close(actual, expected, rel, what, floor=1)`: see `_assert_scaled_close`."""

@@ -166,21 +166,9 @@ def test_float64_inputs_return_float64_matching_reference(device, make_scan_inpu
     _check_parity(device, inputs, True, FP32_REL, assert_scaled_close)
 
 
-def test_non_contiguous_inputs_match_reference(device, make_scan_inputs, assert_scaled_close):
+def test_non_contiguous_inputs_match_reference(device, make_scan_inputs, non_contiguous, assert_scaled_close):
     inputs = make_scan_inputs(2, 4, 40, 4, 2, seed=5)
-    # Same values, other memory layouts: (b, l, d) and (b, g, l, n) buffers seen through transposes,
-    # A stored as (n, d), D and delta_bias every other element of a longer buffer.
-    strided = {
-        **inputs,
-        "u": inputs["u"].transpose(1, 2).contiguous().transpose(1, 2),
-        "delta": inputs["delta"].transpose(1, 2).contiguous().transpose(1, 2),
-        "z": inputs["z"].transpose(1, 2).contiguous().transpose(1, 2),
-        "A": inputs["A"].t().contiguous().t(),
-        "B": inputs["B"].transpose(2, 3).contiguous().transpose(2, 3),
-        "C": inputs["C"].transpose(2, 3).contiguous().transpose(2, 3),
-        "D": torch.stack([inputs["D"], torch.zeros(4)], dim=1).reshape(-1)[::2],
-        "delta_bias": torch.stack([inputs["delta_bias"], torch.zeros(4)], dim=1).reshape(-1)[::2],
-    }
+    strided = non_contiguous(inputs)
     assert not any(v.is_contiguous() for v in strided.values() if isinstance(v, torch.Tensor))
     _check_parity(device, strided, True, FP32_REL, assert_scaled_close, reference_inputs=inputs)
 
