@@ -168,19 +168,13 @@ class CheckpointMeta:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (what the checkpoint header stores)."""
-        n = self.normalisation
         return {
             "format_version": self.format_version,
             "model": self.config.to_dict(),
             "classes": list(self.classes),
             "palette": [list(map(int, rgb)) for rgb in self.palette],
             "bands": {"optical": list(self.opt_band_names), "sar": list(self.sar_band_names)},
-            "normalisation": {
-                "opt_mean": list(map(float, n.opt_mean)),
-                "opt_std": list(map(float, n.opt_std)),
-                "sar_mean": list(map(float, n.sar_mean)),
-                "sar_std": list(map(float, n.sar_std)),
-            },
+            "normalisation": self.normalisation.to_dict(),
             "sar_scale": self.sar_scale,
             "tile": self.tile,
             "inference_scale": self.inference_scale,
@@ -203,19 +197,13 @@ class CheckpointMeta:
                 f"({FORMAT_VERSION}); upgrade mdseg."
             )
         try:
-            norm = data["normalisation"]
             return cls(
                 config=ModelConfig.from_dict(data["model"]),
                 classes=[str(c) for c in data["classes"]],
                 palette=[tuple(int(v) for v in rgb) for rgb in data["palette"]],
                 opt_band_names=[str(b) for b in data["bands"]["optical"]],
                 sar_band_names=[str(b) for b in data["bands"]["sar"]],
-                normalisation=Normalisation(
-                    opt_mean=[float(v) for v in norm["opt_mean"]],
-                    opt_std=[float(v) for v in norm["opt_std"]],
-                    sar_mean=[float(v) for v in norm["sar_mean"]],
-                    sar_std=[float(v) for v in norm["sar_std"]],
-                ),
+                normalisation=Normalisation.from_dict(data["normalisation"]),
                 sar_scale=data["sar_scale"],
                 tile=int(data["tile"]),
                 inference_scale=float(data["inference_scale"]),

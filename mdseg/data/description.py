@@ -24,16 +24,10 @@ class DatasetDescription:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        n = self.normalisation
         return {
             "classes": self.classes.to_dict(),
             "bands": {"optical": list(self.opt_band_names), "sar": list(self.sar_band_names)},
-            "normalisation": {
-                "opt_mean": [float(v) for v in n.opt_mean],
-                "opt_std": [float(v) for v in n.opt_std],
-                "sar_mean": [float(v) for v in n.sar_mean],
-                "sar_std": [float(v) for v in n.sar_std],
-            },
+            "normalisation": self.normalisation.to_dict(),
             "sar_scale": self.sar_scaling.as_dict(),
             "provenance": dict(self.provenance),
         }

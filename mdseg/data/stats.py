@@ -80,15 +80,10 @@ class DatasetStats:
 
     def to_dict(self) -> dict:
         """JSON-ready form: the bands, a ready-to-use normalisation, the SAR scale and the data's provenance."""
-        n = self.normalisation()
+        norm = self.normalisation().to_dict()
         return {
             "bands": [{k: _json_number(v) for k, v in vars(b).items()} for b in self.bands],
-            "normalisation": {
-                "opt_mean": [_json_number(v) for v in n.opt_mean],
-                "opt_std": [_json_number(v) for v in n.opt_std],
-                "sar_mean": [_json_number(v) for v in n.sar_mean],
-                "sar_std": [_json_number(v) for v in n.sar_std],
-            },
+            "normalisation": {key: [_json_number(v) for v in values] for key, values in norm.items()},
             "sar_scale": self.sar_scaling.as_dict(),
             "data": self.provenance,
         }

@@ -148,6 +148,13 @@ class SceneModel:
             "threads": torch.get_num_threads(),
         }
 
+    def sampling(self, steps: int | None, tile: int | None, overlap: int | None) -> tuple[int, int, int]:
+        """(steps, tile, overlap) with None replaced by this checkpoint's defaults: its DDIM steps, its tile size
+        (px), and an overlap of 64 px or a quarter of the tile when that is smaller."""
+        steps = self.meta.steps if steps is None else steps
+        tile = self.meta.tile if tile is None else tile
+        return steps, tile, min(DEFAULT_OVERLAP, tile // 4) if overlap is None else overlap
+
     def predict(
         self,
         opt_path: str | Path,
@@ -181,8 +188,7 @@ class SceneModel:
         checkpoint's; normalisation and inference scale come from it.
         """
         meta = self.meta
-        tile = meta.tile if tile is None else tile
-        overlap = min(DEFAULT_OVERLAP, tile // 4) if overlap is None else overlap
+        steps, tile, overlap = self.sampling(steps, tile, overlap)
         return predict_scene(
             opt_path,
             sar_path,
@@ -198,7 +204,7 @@ class SceneModel:
             overlap=overlap,
             batch_size=batch_size,
             seed=seed,
-            steps=meta.steps if steps is None else steps,
+            steps=steps,
             samples=samples,
             normalise=checkpoint_normaliser(meta),
             inference_scale=meta.inference_scale,

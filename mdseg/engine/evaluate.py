@@ -353,7 +353,7 @@ def evaluate(
     from mdseg.data.layout import find_dataset
     from mdseg.data.reader import decide_dataset_sar_scale
     from mdseg.engine.batch import shard_scenes
-    from mdseg.engine.checkpoint_predict import DEFAULT_OVERLAP, SceneModel
+    from mdseg.engine.checkpoint_predict import SceneModel
     from mdseg.engine.predict import progress_reporter
 
     model = checkpoint if isinstance(checkpoint, SceneModel) else SceneModel.load(checkpoint, device)
@@ -369,9 +369,7 @@ def evaluate(
     scaling = decide_dataset_sar_scale(layout, sar_scale)
     rank, world = _rank_and_world()
     mine = shard_scenes(layout.samples, (rank, world))  # the same interleaving batch prediction shards with
-    tile = meta.tile if tile is None else tile
-    overlap = min(DEFAULT_OVERLAP, tile // 4) if overlap is None else overlap
-    steps = meta.steps if steps is None else steps
+    steps, tile, overlap = model.sampling(steps, tile, overlap)
     cm = ConfusionMatrix(meta.config.num_classes)
     was_training = model.model.training
     model.model.eval()

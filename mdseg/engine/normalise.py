@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -20,6 +20,16 @@ class Normalisation:
     opt_std: Sequence[float]
     sar_mean: Sequence[float]
     sar_std: Sequence[float]
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """JSON-ready form: `{"opt_mean": [...], "opt_std": [...], "sar_mean": [...], "sar_std": [...]}`."""
+        return {f.name: [float(v) for v in getattr(self, f.name)] for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Sequence[float]]) -> Normalisation:
+        """Rebuild from `to_dict()` output; KeyError / TypeError / ValueError when a list is missing or not
+        numbers (callers say which file was wrong)."""
+        return cls(**{f.name: [float(v) for v in data[f.name]] for f in fields(cls)})
 
     def __call__(self, opt: np.ndarray, sar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Normalise optical (Co, h, w) and SAR (Cs, h, w) float32 arrays."""

@@ -377,12 +377,7 @@ def _normalisation(settings: TrainSettings, layout) -> tuple[Normalisation, str]
         data = load_settings_file(settings.stats)
         norm = data.get("normalisation", data)
         try:
-            return Normalisation(
-                opt_mean=[float(v) for v in norm["opt_mean"]],
-                opt_std=[float(v) for v in norm["opt_std"]],
-                sar_mean=[float(v) for v in norm["sar_mean"]],
-                sar_std=[float(v) for v in norm["sar_std"]],
-            ), f"from {settings.stats}"
+            return Normalisation.from_dict(norm), f"from {settings.stats}"
         except (KeyError, TypeError, ValueError):
             raise OptionError(
                 f"'{settings.stats}' holds no normalisation (opt_mean, opt_std, sar_mean, sar_std); "
@@ -652,13 +647,14 @@ def _train(
         generator=torch.Generator().manual_seed(settings.seed),
     )
     logger = _Logger(run_dir, main, start)
+    description = train_set.description()
     meta_base = dict(
         config=model.config,
-        **{k: v for k, v in train_set.description().checkpoint_fields().items() if k != "provenance"},
+        **{k: v for k, v in description.checkpoint_fields().items() if k != "provenance"},
         tile=settings.crop,
         steps=settings.steps,
     )
-    data_provenance = train_set.description().to_dict()
+    data_provenance = description.to_dict()
     validation_record = (
         {
             "data": str(val_layout.root),
