@@ -698,7 +698,8 @@ def _train(
 
     started = time.perf_counter()
     iteration, last_miou, interrupted = start, None, False
-    window_loss: list[dict[str, float]] = []
+    window_loss: list[dict[str, torch.Tensor]] = []  # detached loss terms, read back once per log line
+    window_time: list[dict[str, float]] = []
     with _StopRequest() as stop, _progress_bar(progress and main, settings.iters, start) as advance:
         batches_left = iter(loader)
         while True:
@@ -739,19 +740,20 @@ def _train(
                     "or keep --grad-clip on"
                 )
             # data_wait: seconds the step waited for its batch (the loader falls behind when this is not small)
-            window_loss.append(
-                {
-                    **{k: float(v.detach()) for k, v in losses.items()},
-                    "data_wait": step_started - fetch_started,
-                    "step_time": time.perf_counter() - fetch_started,
-                }
+            window_loss.append({k: v.detach() for k, v in losses.items()})
+            window_time.append(
+                {"data_wait": step_started - fetch_started, "step_time": time.perf_counter() - fetch_started}
             )
             if iteration % settings.log_every == 0 or iteration == settings.iters:
-                record = {k: float(np.mean([w[k] for w in window_loss])) for k in window_loss[0]}
+                # one device-to-host copy for the window's loss terms, not one per term per iteration
+                terms = {k: torch.stack([w[k] for w in window_loss]).float().mean().item() for k in window_loss[0]}
+                times = {k: float(np.mean([w[k] for w in window_time])) for k in window_time[0]}
                 elapsed = time.perf_counter() - started
+                record = {**terms, **times}
                 record.update(iter=iteration, lr=learning_rate(settings, iteration - 1), seconds=round(elapsed, 2))
                 logger.log(record)
                 window_loss.clear()
+                window_time.clear()
             advance(iteration, loss_value, learning_rate(settings, iteration - 1))
 
             is_best = False
