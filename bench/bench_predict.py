@@ -79,7 +79,7 @@ def write_scene(folder: Path, size: int, seed: int = 0) -> tuple[Path, Path]:
 def save_random_checkpoint(preset: str, path: Path) -> Path:
     """A `preset` model with seeded random weights as an mdseg checkpoint (4 optical + 1 SAR band, 6 classes)."""
     from mdseg.checkpoint import CheckpointMeta, save_checkpoint
-    from mdseg.engine.normalise import Normalisation
+    from mdseg.data.normalise import Normalisation
     from mdseg.models import build_model
 
     torch.manual_seed(0)

@@ -23,9 +23,9 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from mdseg.config import ModelConfig
-from mdseg.engine.normalise import Normalisation
+from mdseg.data.normalise import Normalisation
 from mdseg.errors import CheckpointError, MdsegError, OptionError, OutputExistsError
-from mdseg.geo.atomic import AtomicOutputs
+from mdseg.io.atomic import AtomicOutputs
 from mdseg.models.backbone import FusedBackbone
 from mdseg.models.release_backbone import infer_backbone_config, map_backbone_state_dict
 

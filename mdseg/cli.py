@@ -206,7 +206,8 @@ def predict(
     ] = False,
 ) -> None:
     """Map land cover for an optical + SAR scene (or folders of them) with a checkpoint; write a COG."""
-    from mdseg.engine.checkpoint_predict import SceneModel, cpu_threads
+    from mdseg.engine.checkpoint_predict import SceneModel
+    from mdseg.runtime import cpu_threads
 
     single_files = {"--prob": prob, "--confidence": confidence, "--vector": vector, "--quicklook": quicklook_path}
     batch = _predict_mode(opt, sar, opt_dir, sar_dir, out_dir, out, single_files)
@@ -562,12 +563,13 @@ def _eval_dataset(
     """Dataset mode: pick the checkpoint and data (saying which when defaulted), run it over the split, sharded
     across ranks under torchrun. Returns the result and whether this process reports it (rank 0)."""
     from mdseg.checkpoint import read_checkpoint_meta
-    from mdseg.engine.checkpoint_predict import resolve_device
-    from mdseg.engine.evaluate import choose_eval_data, evaluate, latest_run_checkpoint, process_group
+    from mdseg.engine.evaluate import choose_eval_data, evaluate
+    from mdseg.engine.runs import latest_run_checkpoint
+    from mdseg.runtime import distributed, resolve_device
 
     dev = resolve_device(device)
-    with process_group(dev) as (rank, _):
-        talk = rank == 0
+    with distributed(dev) as ranks:
+        talk = ranks.main
         notes = []
         if checkpoint is None:
             checkpoint, note = latest_run_checkpoint()

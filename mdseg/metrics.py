@@ -83,15 +83,14 @@ def all_reduce(cm: ConfusionMatrix) -> ConfusionMatrix:
     Counts travel as int64, so the result equals a single-process run exactly.
     """
     import torch
-    import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()):
+    from mdseg.runtime import current_ranks
+
+    ranks = current_ranks()
+    if ranks.world == 1:
         return cm
-    # NCCL reduces only CUDA tensors; gloo only CPU ones.
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
-    summed = torch.from_numpy(cm.matrix.copy()).to(device)
-    dist.all_reduce(summed, op=dist.ReduceOp.SUM)
-    return ConfusionMatrix(cm.num_classes, cm.ignore_index, summed.cpu().numpy())
+    summed = ranks.all_reduce_sum(torch.from_numpy(cm.matrix.copy()))
+    return ConfusionMatrix(cm.num_classes, cm.ignore_index, summed.numpy())
 
 
 @dataclass(frozen=True)

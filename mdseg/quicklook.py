@@ -27,11 +27,12 @@ from rasterio.vrt import WarpedVRT
 
 from mdseg.engine.evaluate import class_names_from_tags
 from mdseg.errors import GeoreferenceError, OptionError, OutputError
-from mdseg.geo.atomic import AtomicOutputs
 from mdseg.geo.grid import Grid, pixel_areas_m2
-from mdseg.geo.pair import footprint_window, grid_of, open_raster, select_bands
+from mdseg.geo.pair import footprint_window, grid_of, select_bands
 from mdseg.geo.sar import SarScale, decide_sar_scale, linear_to_db
 from mdseg.geo.writer import CLASS_NODATA
+from mdseg.io.atomic import AtomicOutputs
+from mdseg.io.raster import open_raster
 
 # Picture geometry: each panel is PANEL_PX wide (narrower for scenes taller than MAX_ASPECT), plus MARGIN_PX,
 # so three panels make a 1600 px wide PNG and four 2100 px.

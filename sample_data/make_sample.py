@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from mdseg.geo.atomic import AtomicOutputs
+from mdseg.io.atomic import AtomicOutputs
 from mdseg.synth import synthesize_scene
 
 HERE = Path(__file__).resolve().parent

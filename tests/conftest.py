@@ -127,7 +127,7 @@ def tiny_checkpoint(tmp_path_factory):
     """A `tiny` model with seeded random weights saved as an mdseg checkpoint: 4 optical (B04, B03, B02, B08)
     + 1 SAR (VV, dB) bands, the 3 classes above, 64-px tiles."""
     from mdseg.checkpoint import CheckpointMeta, save_checkpoint
-    from mdseg.engine.normalise import Normalisation
+    from mdseg.data.normalise import Normalisation
     from mdseg.models import build_model
 
     torch.manual_seed(0)

@@ -7,13 +7,13 @@ copies 0…7), 0 = background (ignored), then farmland, city, village, water, fo
 Hunan (the DKDFN dataset, `LauraChow/HunanMultimodalDataset`; the authors' `hunan.py` and `hunan_cat.py`):
 13 Sentinel-2 bands (B1…B12 with B8A, in band order) and Sentinel-1 VV, VH in dB; 7 classes in the
 MambaDiffusion authors' order. The normalisation values are the authors', divided by as given (they look like
-variances; see `mdseg.engine.normalise`).
+variances; see `mdseg.data.normalise`).
 """
 
 from __future__ import annotations
 
 from mdseg.data.classes import ClassScheme, scheme
-from mdseg.engine.normalise import Normalisation
+from mdseg.data.normalise import Normalisation
 
 WHU_CLASSES = ("farmland", "city", "village", "water", "forest", "road", "others")
 WHU_PALETTE = ((139, 69, 19), (255, 0, 0), (255, 255, 0), (0, 0, 255), (0, 255, 0), (0, 255, 255), (205, 96, 144))

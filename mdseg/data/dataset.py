@@ -9,9 +9,9 @@ from torch.utils.data import Dataset
 from mdseg.data.augment import Augment
 from mdseg.data.description import DatasetDescription
 from mdseg.data.layout import DatasetLayout
+from mdseg.data.normalise import Normalisation
 from mdseg.data.reader import decide_dataset_sar_scale, read_window
 from mdseg.data.sampler import WindowQuery
-from mdseg.engine.normalise import Normalisation
 from mdseg.errors import DatasetError
 from mdseg.geo.sar import SarScale
 

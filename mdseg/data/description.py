@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mdseg.data.classes import ClassScheme
-from mdseg.engine.normalise import Normalisation
+from mdseg.data.normalise import Normalisation
 from mdseg.geo.sar import SarScaling
 
 

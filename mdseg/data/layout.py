@@ -25,10 +25,11 @@ import rasterio
 
 from mdseg.data import catalog
 from mdseg.data.classes import ClassScheme, identity_scheme, load_classes_json
+from mdseg.data.normalise import Normalisation
 from mdseg.data.pairing import pair_files, prefix_key, raster_files, stem_key
-from mdseg.engine.normalise import Normalisation
 from mdseg.errors import DatasetError, DatasetLayoutError
-from mdseg.geo.pair import open_raster, select_bands
+from mdseg.geo.pair import select_bands
+from mdseg.io.raster import open_raster
 
 CLASSES_FILE = "classes.json"
 

@@ -2,41 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
-import rasterio
-from rasterio.enums import MaskFlags, Resampling
+from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from mdseg.data.classes import IGNORE, ClassScheme
 from mdseg.data.layout import DatasetLayout, SampleFiles
-from mdseg.geo.pair import open_raster
 from mdseg.geo.sar import SarScale, SarScaling, decide_sar_scale, linear_to_db
+from mdseg.io.raster import CHUNK, chunk_windows, open_raster, read_bands
 
-# Side (pixels) of the blocks streaming passes read at a time: 1024² px × 15 bands × 4 B ≈ 60 MiB at most.
-CHUNK = 1024
 # Longest side (pixels) of the decimated SAR read that decides a dataset's SAR scale.
 _SAMPLE_SIDE = 512
-
-
-def chunk_windows(height: int, width: int, size: int = CHUNK) -> Iterator[Window]:
-    """Windows of at most `size`² pixels covering a height × width raster, row by row."""
-    for row in range(0, height, size):
-        for col in range(0, width, size):
-            yield Window(col, row, min(size, width - col), min(size, height - row))
-
-
-def read_bands(src: rasterio.DatasetReader, bands: Sequence[int], window: Window) -> tuple[np.ndarray, np.ndarray]:
-    """Bands (C, h, w) float32 of `window` and their validity (C, h, w) bool: finite and not masked by the file's
-    nodata value, internal mask or alpha band."""
-    data = src.read(list(bands), window=window, out_dtype="float32")
-    valid = np.isfinite(data)
-    if any(MaskFlags.all_valid not in src.mask_flag_enums[b - 1] for b in bands):
-        valid &= src.read_masks(list(bands), window=window) > 0
-    return data, valid
 
 
 def label_values(path, size: int = CHUNK) -> set[int]:

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from mdseg.data.layout import DatasetLayout, find_dataset
-from mdseg.data.reader import CHUNK, chunk_windows, decide_dataset_sar_scale, read_bands
-from mdseg.engine.normalise import Normalisation
-from mdseg.geo.pair import open_raster
+from mdseg.data.normalise import Normalisation
+from mdseg.data.reader import decide_dataset_sar_scale
 from mdseg.geo.sar import SarScale, SarScaling, linear_to_db
+from mdseg.io.raster import CHUNK, chunk_windows, open_raster, read_bands
 
 
 class RunningMoments:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,49 +12,13 @@ import torch
 from mdseg.checkpoint import CheckpointMeta, demo_checkpoint, load_checkpoint, sha256
 from mdseg.engine.accel import autocast, check_amp, prepare_model, use_channels_last
 from mdseg.engine.predict import Normaliser, PredictionResult, ProgressCallback, predict_scene
-from mdseg.errors import OptionError
 from mdseg.geo.pair import Align
 from mdseg.geo.sar import SarScale
 from mdseg.kernels import resolve_backend
 from mdseg.models import MambaDiffusionSeg
+from mdseg.runtime import resolve_device
 
 DEFAULT_OVERLAP = 64  # px; smaller tiles get a quarter of their size instead
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' → CUDA when torch sees a GPU (under torchrun the rank's own, from LOCAL_RANK), else CPU.
-
-    Any other name ('cpu', 'cuda', 'cuda:1') is taken as given; asking for CUDA without one is an `OptionError`.
-    """
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise OptionError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise OptionError(f"device {name!r} asked for, but torch sees no CUDA device here; use --device cpu")
-    return device
-
-
-@contextmanager
-def cpu_threads(threads: int | None) -> Iterator[int]:
-    """Run the block with torch using `threads` CPU threads (None: leave torch's choice); yields the count in use.
-
-    The scan kernels follow torch's count (see `mdseg.kernels.scan_cpu`). The previous count is restored after
-    the block, so a run inside a longer-lived process (a notebook, the tests) does not change it for later work.
-    """
-    if threads is not None and threads < 1:
-        raise OptionError(f"threads must be at least 1, got {threads}")
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
 
 
 class ModelPredictor:

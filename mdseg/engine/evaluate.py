@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,14 +21,15 @@ from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 from mdseg.errors import ClassValueError, DatasetError, GeoreferenceError, InputFileError, OptionError
-from mdseg.geo.atomic import AtomicOutputs
 from mdseg.geo.grid import Grid
-from mdseg.geo.pair import grid_of, open_raster
+from mdseg.geo.pair import grid_of
 from mdseg.geo.sar import SarScale
+from mdseg.io.atomic import AtomicOutputs
+from mdseg.io.raster import open_raster, read_bands
 from mdseg.metrics import IGNORE_INDEX, ConfusionMatrix, SegMetrics, all_reduce, compute_metrics, metrics_dict
+from mdseg.runtime import current_ranks
 
 if TYPE_CHECKING:
-    import torch
 
     from mdseg.checkpoint import CheckpointMeta
     from mdseg.data.classes import ClassScheme
@@ -202,11 +202,6 @@ def _read_classes(src: rasterio.DatasetReader, window: Window, path: Path, role:
     return data.astype(np.int64, copy=False), valid
 
 
-# A training run's folder (`runs/<name>/`, written by `mdseg train`) holds these checkpoints.
-RUNS_DIR = Path("runs")
-# a training run's checkpoints (mdseg.engine.train writes them)
-RUN_BEST = "best.safetensors"
-RUN_LAST = "last.safetensors"
 # The split a dataset evaluation takes when none is given and the dataset has it.
 _EVAL_SPLIT = "val"
 
@@ -230,31 +225,6 @@ class EvalData:
             bands = f", optical bands {list(self.opt_bands or [])}, SAR bands {list(self.sar_bands or [])}"
         where = " (the validation split recorded in the checkpoint)" if self.source == "checkpoint" else ""
         return f"data: {self.root}, {split}{bands}{where}"
-
-
-def latest_run_checkpoint(runs_dir: str | Path = RUNS_DIR) -> tuple[Path, str]:
-    """The best checkpoint of the most recent training run under `runs_dir`, and one line saying which.
-
-    The most recent run is the folder whose `last.safetensors` (else `best.safetensors`) was written last;
-    folders without either are ignored. Its `best.safetensors` is taken, else its `last.safetensors` (the
-    line says so). `OptionError` when no run has a checkpoint.
-    """
-    runs_dir = Path(runs_dir)
-    runs = []
-    if runs_dir.is_dir():
-        for run in runs_dir.iterdir():
-            stamp = next((run / n for n in (RUN_LAST, RUN_BEST) if (run / n).is_file()), None)
-            if stamp is not None:
-                runs.append((stamp.stat().st_mtime_ns, run.name, run))
-    if not runs:
-        raise OptionError(
-            f"no checkpoint given and no run under '{runs_dir}' has a {RUN_BEST} or {RUN_LAST}; pass --checkpoint, "
-            "or train one first (mdseg train)."
-        )
-    run = max(runs)[2]
-    if (run / RUN_BEST).is_file():
-        return run / RUN_BEST, f"checkpoint: {run / RUN_BEST} (the best of the most recent run)"
-    return run / RUN_LAST, f"checkpoint: {run / RUN_LAST} (the most recent run has no {RUN_BEST}; using its last)"
 
 
 def validation_data(meta: CheckpointMeta) -> EvalData | None:
@@ -342,7 +312,7 @@ def evaluate(
     excluded) into one confusion matrix over the whole split. `sar_scale`: the dataset's SAR scale, decided
     once for the dataset when "auto". `device` applies when a path is given.
 
-    Under `torch.distributed` (e.g. torchrun; see `process_group`) each rank runs samples rank, rank + n, …
+    Under `torch.distributed` (e.g. torchrun; see `mdseg.runtime.distributed`) each rank runs samples rank, rank + n, …
     and the confusion matrices are summed across ranks (int64), so every rank gets exactly the
     single-process result. `progress`: a Rich bar over samples on stderr (rank 0 only), a callback
     `(samples_done, samples_total)`, or nothing.
@@ -367,8 +337,9 @@ def evaluate(
         )
     _check_classes(layout, meta)
     scaling = decide_dataset_sar_scale(layout, sar_scale)
-    rank, world = _rank_and_world()
-    mine = shard_scenes(layout.samples, (rank, world))  # the same interleaving batch prediction shards with
+    ranks = current_ranks()
+    rank, world = ranks.shard
+    mine = shard_scenes(layout.samples, ranks.shard)  # the same interleaving batch prediction shards with
     steps, tile, overlap = model.sampling(steps, tile, overlap)
     cm = ConfusionMatrix(meta.config.num_classes)
     was_training = model.model.training
@@ -426,8 +397,6 @@ def score_sample(pred_path: str | Path, label_path: str | Path, classes: ClassSc
     Labels go through `classes.encode` (unlisted values and label nodata → ignore); pixels where the prediction
     is nodata (an input band was nodata there) are not counted. Reads strips, never the whole image.
     """
-    from mdseg.data.reader import read_bands
-
     pred_path, label_path = Path(pred_path), Path(label_path)
     with open_raster(pred_path, "Prediction") as pred, open_raster(label_path, "Label") as label:
         if (pred.height, pred.width) != (label.height, label.width):
@@ -445,40 +414,6 @@ def score_sample(pred_path: str | Path, label_path: str | Path, classes: ClassSc
                 raise ClassValueError(
                     f"{exc} in '{label_path if exc.role == 'label' else pred_path}'", exc.role
                 ) from None
-
-
-@contextmanager
-def process_group(device: torch.device) -> Iterator[tuple[int, int]]:
-    """Yield (rank, world size) for a block of work that may run under torchrun.
-
-    With a process group already started (e.g. by the trainer) it is used as is. Under torchrun (WORLD_SIZE > 1
-    in the environment) without one, one is started for the block — NCCL when `device` is CUDA (that device
-    becomes the current one), gloo otherwise — and ended after it. Otherwise (0, 1).
-    """
-    import torch
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        yield dist.get_rank(), dist.get_world_size()
-    elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        try:
-            yield dist.get_rank(), dist.get_world_size()
-        finally:
-            dist.destroy_process_group()
-    else:
-        yield 0, 1
-
-
-def _rank_and_world() -> tuple[int, int]:
-    """(rank, world size) of the running process group, (0, 1) without one."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _check_classes(layout: DatasetLayout, meta: CheckpointMeta) -> None:

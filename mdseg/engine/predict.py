@@ -21,16 +21,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 import mdseg
-from mdseg.engine.normalise import Normalisation
+from mdseg.data.normalise import Normalisation
 from mdseg.errors import OptionError
-from mdseg.geo.atomic import AtomicOutputs
 from mdseg.geo.blend import BlendedBlock, TileBlender
 from mdseg.geo.grid import Grid, pixel_areas_m2
-from mdseg.geo.pair import Align, RasterPair, grid_of, open_raster
+from mdseg.geo.pair import Align, RasterPair, grid_of
 from mdseg.geo.sar import SarScale
 from mdseg.geo.tiles import Tile, tile_grid, weight_window
 from mdseg.geo.vector import polygonise, vector_driver, write_polygons
 from mdseg.geo.writer import CLASS_NODATA, StreamingCOG, class_aux_xml, class_colormap, class_tags
+from mdseg.io.atomic import AtomicOutputs
+from mdseg.io.raster import open_raster
 
 ProgressCallback = Callable[[int, int], None]
 

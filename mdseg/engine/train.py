@@ -38,15 +38,15 @@ from torch.utils.data import DataLoader, Sampler
 
 from mdseg.checkpoint import CheckpointMeta, save_checkpoint
 from mdseg.data import Augment, GridWindowSampler, RandomWindowSampler, SegmentationDataset, find_dataset
+from mdseg.data.normalise import Normalisation
 from mdseg.data.sampler import WindowQuery
 from mdseg.engine.accel import autocast, check_amp, prepare_model
-from mdseg.engine.checkpoint_predict import cpu_threads, resolve_device
-from mdseg.engine.evaluate import RUN_BEST as BEST_CHECKPOINT
-from mdseg.engine.evaluate import RUN_LAST as LAST_CHECKPOINT
-from mdseg.engine.normalise import Normalisation
+from mdseg.engine.runs import RUN_BEST as BEST_CHECKPOINT
+from mdseg.engine.runs import RUN_LAST as LAST_CHECKPOINT
 from mdseg.errors import DatasetError, MdsegError, OptionError
-from mdseg.geo.atomic import AtomicOutputs
+from mdseg.io.atomic import AtomicOutputs
 from mdseg.metrics import ConfusionMatrix, all_reduce, compute_metrics
+from mdseg.runtime import cpu_threads, resolve_device
 
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.safetensors"

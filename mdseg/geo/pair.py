@@ -11,33 +11,20 @@ from typing import Literal
 import numpy as np
 import rasterio
 from rasterio.enums import MaskFlags, Resampling
-from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from mdseg.errors import BandSelectionError, GeoreferenceError, InputFileError
+from mdseg.errors import BandSelectionError, GeoreferenceError
 from mdseg.geo.grid import Grid
 from mdseg.geo.sar import SarScale, decide_sar_scale, linear_to_db
+from mdseg.io.raster import open_raster
 
 Align = Literal["reproject", "strict"]
 
 # Longest side (pixels) of the decimated SAR read used to decide the SAR scale; GDAL serves it from
 # overviews when the file has them.
 _SAMPLE_SIDE = 512
-
-
-def open_raster(path: str | Path, role: str) -> rasterio.DatasetReader:
-    """Open `path` for reading, turning "missing" and "not a raster" into one-sentence `InputFileError`s."""
-    path = Path(path)
-    if not path.exists():
-        raise InputFileError(f"{role} raster '{path}' does not exist; check the path.")
-    try:
-        return rasterio.open(path)
-    except RasterioIOError as exc:
-        raise InputFileError(
-            f"{role} file '{path}' is not a raster GDAL can read ({exc}); pass a GeoTIFF, COG or VRT."
-        ) from None
 
 
 def select_bands(

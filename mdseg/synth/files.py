@@ -25,8 +25,8 @@ from rasterio.crs import CRS
 from mdseg.data.catalog import WHU_CLASSES, WHU_PALETTE
 from mdseg.data.layout import CLASSES_FILE
 from mdseg.errors import OptionError, OutputError
-from mdseg.geo.atomic import AtomicOutputs
 from mdseg.geo.writer import class_colormap, class_tags
+from mdseg.io.atomic import AtomicOutputs
 from mdseg.synth.landscape import build_landscape
 from mdseg.synth.render import UNLABELLED, SceneArrays, render
 

@@ -25,7 +25,7 @@ from mdseg.checkpoint import (
 from mdseg.data import catalog
 from mdseg.errors import CheckpointError
 
-ORACLE = Path(__file__).resolve().parents[2] / "shared" / "oracle"
+ORACLE = Path(__file__).resolve().parents[3] / "shared" / "oracle"
 pytestmark = pytest.mark.skipif(
     not (ORACLE / "oracle_small.safetensors").is_file() or not (ORACLE / "head_oracle.safetensors").is_file(),
     reason="release key lists (oracle files) not found",

@@ -17,7 +17,7 @@ from mdseg.models import MambaDiffusionSeg
 from mdseg.models.diffusion_head import alpha_sigma, ddim_times, log_snr, upsample_logits
 from mdseg.models.release_head import map_head_keys
 
-ORACLE = Path(__file__).resolve().parents[2] / "shared" / "oracle"
+ORACLE = Path(__file__).resolve().parents[3] / "shared" / "oracle"
 REL = 1e-4
 
 pytestmark = pytest.mark.skipif(not (ORACLE / "head_oracle.safetensors").exists(), reason="head oracle not present")

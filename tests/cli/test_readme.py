@@ -14,7 +14,7 @@ import rasterio
 
 from mdseg.checkpoint import DEMO_CHECKPOINT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def setup_commands() -> list[str]:

@@ -8,7 +8,7 @@ from data_rasters import write_tif
 from torch.utils.data import DataLoader
 
 from mdseg.data import Augment, GridWindowSampler, RandomWindowSampler, SegmentationDataset, find_dataset
-from mdseg.engine.normalise import Normalisation
+from mdseg.data.normalise import Normalisation
 
 _SIZES = [(300, 200), (40, 40), (64, 500)]
 

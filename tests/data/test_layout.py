@@ -115,7 +115,7 @@ def test_generic_layout_uses_classes_json_at_the_root(tmp_path):
     layout = find_dataset(tmp_path, "val")
     assert layout.kind == "generic" and layout.classes.names == ("water", "land")
     mean_std = {"opt_mean": [0] * 3, "opt_std": [1] * 3, "sar_mean": [0] * 2, "sar_std": [1] * 2}
-    from mdseg.engine.normalise import Normalisation
+    from mdseg.data.normalise import Normalisation
 
     ds = SegmentationDataset(layout, Normalisation(**mean_std))
     assert ds[0]["label"].tolist() == [[0, 1], [IGNORE, IGNORE]]
@@ -140,7 +140,7 @@ def test_nodata_pixels_are_ignored_and_zero(tmp_path):
     write_tif(tmp_path / "opt" / "a.tif", opt, nodata=-9999)
     write_tif(tmp_path / "sar" / "a.tif", np.full((1, 3, 3), -12.0, np.float32))
     write_tif(tmp_path / "label" / "a.tif", np.ones((3, 3), np.uint8))
-    from mdseg.engine.normalise import Normalisation
+    from mdseg.data.normalise import Normalisation
 
     sample = SegmentationDataset(find_dataset(tmp_path), Normalisation([7, 7], [2, 2], [-10], [4]))[0]
     assert sample["label"][0, 0] == IGNORE and (sample["label"].flatten()[1:] == 1).all()

@@ -19,16 +19,11 @@ import pytest
 from data_rasters import write_tif
 
 from mdseg.checkpoint import load_checkpoint, save_checkpoint
-from mdseg.engine.checkpoint_predict import SceneModel, cpu_threads
-from mdseg.engine.evaluate import (
-    RUN_BEST,
-    RUN_LAST,
-    EvalResult,
-    evaluate,
-    evaluate_rasters,
-    latest_run_checkpoint,
-)
+from mdseg.engine.checkpoint_predict import SceneModel
+from mdseg.engine.evaluate import EvalResult, evaluate, evaluate_rasters
+from mdseg.engine.runs import RUN_BEST, RUN_LAST, latest_run_checkpoint
 from mdseg.errors import OptionError
+from mdseg.runtime import cpu_threads
 
 # The tiny test checkpoint's classes, stored on disk as 10, 20, 30; 40 is listed as ignored, 0 is unmapped.
 CLASSES_JSON = {

@@ -9,7 +9,7 @@ import pytest
 from mdseg.checkpoint import DEMO_CHECKPOINT, read_checkpoint_meta
 from mdseg.data.catalog import WHU_CLASSES
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "synthetic"
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "synthetic"
 # The demo scored mIoU 0.94 on the sample when it was built (README); the issue asks for 0.80. The bound leaves
 # room for float16 weights and other CPUs' last bits, and still fails a demo that maps roads or villages badly.
 MIOU_BOUND = 0.85

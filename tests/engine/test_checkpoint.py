@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from mdseg.checkpoint import CheckpointMeta, load_checkpoint, read_checkpoint_meta, save_checkpoint, sha256
-from mdseg.engine.normalise import Normalisation
+from mdseg.data.normalise import Normalisation
 from mdseg.errors import CheckpointError
 from mdseg.models import build_model
 

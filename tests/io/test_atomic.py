@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mdseg.errors import OutputExistsError
-from mdseg.geo.atomic import AtomicOutputs
+from mdseg.io.atomic import AtomicOutputs
 
 
 def test_missing_output_folder_is_created_on_success(tmp_path):

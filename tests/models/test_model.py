@@ -15,7 +15,7 @@ from mdseg.errors import MdsegError
 from mdseg.models import MambaDiffusionSeg, build_model
 from mdseg.models.segmentor import pad_to_multiple
 
-ORACLE = Path(__file__).resolve().parents[2] / "shared" / "oracle"
+ORACLE = Path(__file__).resolve().parents[3] / "shared" / "oracle"
 
 
 def pair(batch: int, opt_bands: int, sar_bands: int, height: int, width: int, seed: int = 0):

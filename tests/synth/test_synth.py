@@ -16,7 +16,7 @@ from mdseg.data.catalog import WHU_CLASSES, WHU_PALETTE
 from mdseg.errors import OptionError, OutputExistsError
 from mdseg.synth import generate_scene, synthesize_dataset, synthesize_scene
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "synthetic"
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "synthetic"
 SAMPLE_SEED, SAMPLE_SIZE = 7, 1024
 
 

@@ -21,7 +21,7 @@ from mdseg.errors import OutputExistsError
 
 CLASSES = ["water", "forest", "city"]
 PALETTE = [(0, 0, 255), (0, 128, 0), (200, 0, 0)]
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "bigearthnet-example"
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "bigearthnet-example"
 
 
 def write_raster(path: Path, data: np.ndarray, *, transform=None, nodata=None, crs="EPSG:32633") -> Path:

@@ -23,7 +23,7 @@ STATUS = {s.name: s for s in backend_status()}
 CPU_BACKENDS = [
     pytest.param(name, marks=[] if STATUS[name].available else pytest.mark.skip(reason=STATUS[name].detail))
     for name in BACKENDS
-    if name not in ("reference", "triton", "cuda")  # triton: tests/test_scan_triton.py (interpreter or CUDA)
+    if name not in ("reference", "triton", "cuda")  # triton: tests/kernels/test_scan_triton.py (interpreter or CUDA)
 ]
 CUDA_BACKEND = pytest.param(
     "cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]

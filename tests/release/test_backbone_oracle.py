@@ -15,7 +15,7 @@ from mdseg.config import preset
 from mdseg.errors import MdsegError
 from mdseg.models.backbone import FusedBackbone
 
-ORACLE = Path(__file__).resolve().parents[2] / "shared" / "oracle"
+ORACLE = Path(__file__).resolve().parents[3] / "shared" / "oracle"
 pytestmark = pytest.mark.skipif(not (ORACLE / "oracle_small.safetensors").is_file(), reason="oracle files not found")
 
 TOLERANCE = 1e-4  # max abs error / max abs value; a faithful float32 implementation lands near 1e-6
