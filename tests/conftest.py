@@ -103,10 +103,11 @@ def mdseg(capsys, monkeypatch):
     """Run `mdseg ARGS…` through the console-script entry point (so `MdsegError` -> one line, exit 2):
     returns (exit code, stdout, stderr)."""
     from mdseg import cli as cli_module
+    from mdseg.cli import console as consoles
 
     # Wide consoles so a long error stays on one line whatever terminal the tests run in.
-    monkeypatch.setattr(cli_module.err_console, "width", 1000)
-    monkeypatch.setattr(cli_module.console, "width", 1000)
+    monkeypatch.setattr(consoles.err_console, "width", 1000)
+    monkeypatch.setattr(consoles.console, "width", 1000)
 
     def run(*args: object) -> tuple[int, str, str]:
         monkeypatch.setattr(sys, "argv", ["mdseg", *map(str, args)])

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mdseg.engine.checkpoint_predict import SceneModel
+from mdseg.engine.options import PredictOptions, PredictOutputs
+from mdseg.engine.progress import ProgressCallback
 from mdseg.errors import InputFileError, MdsegError, OptionError
 
 LOG_NAME = "predict_log.jsonl"
@@ -109,17 +111,18 @@ def predict_batch(
     model: SceneModel,
     scenes: Sequence[ScenePair],
     out_dir: str | Path,
+    options: PredictOptions | None = None,
     *,
     overwrite: bool = False,
+    progress: bool | ProgressCallback = False,
     on_scene: Callable[[SceneOutcome], None] | None = None,
-    **options: object,
 ) -> list[SceneOutcome]:
     """Predict every scene into `out_dir/<scene>_landcover.tif`, one at a time, and log each to `predict_log.jsonl`.
 
     Scenes whose output exists are skipped unless `overwrite` (so an interrupted run resumes); a failing scene
     is logged and the rest still run. Each outcome is appended as one JSON line (scene, status, seconds, error,
     output) — appends from several shards into one log stay whole lines — and passed to `on_scene`.
-    `options` go to `SceneModel.predict` (steps, tile, …).
+    `options` and `progress` (per scene) go to `SceneModel.predict`.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -134,7 +137,9 @@ def predict_batch(
             status, error = "failed", f"no SAR file matches optical '{scene.opt.name}'"
         else:
             try:
-                model.predict(scene.opt, scene.sar, output, overwrite=overwrite, **options)
+                model.predict(
+                    scene.opt, scene.sar, PredictOutputs(output, overwrite=overwrite), options, progress=progress
+                )
             except MdsegError as exc:
                 status, error = "failed", str(exc)
             except Exception as exc:  # one broken scene (or a bug it triggers) must not stop a long batch

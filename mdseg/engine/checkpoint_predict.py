@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,14 +10,13 @@ import torch
 
 from mdseg.checkpoint import CheckpointMeta, demo_checkpoint, load_checkpoint, sha256
 from mdseg.engine.accel import autocast, check_amp, prepare_model, use_channels_last
-from mdseg.engine.predict import Normaliser, PredictionResult, ProgressCallback, predict_scene
-from mdseg.geo.pair import Align
-from mdseg.geo.sar import SarScale
+from mdseg.engine.options import PredictOptions, PredictOutputs
+from mdseg.engine.predict import PredictionResult, predict_scene
+from mdseg.engine.progress import ProgressCallback
+from mdseg.engine.tile_runner import Normaliser, TileModel
 from mdseg.kernels import resolve_backend
 from mdseg.models import MambaDiffusionSeg
 from mdseg.runtime import resolve_device
-
-DEFAULT_OVERLAP = 64  # px; smaller tiles get a quarter of their size instead
 
 
 class ModelPredictor:
@@ -110,76 +108,43 @@ class SceneModel:
             "threads": torch.get_num_threads(),
         }
 
-    def sampling(self, steps: int | None, tile: int | None, overlap: int | None) -> tuple[int, int, int]:
-        """(steps, tile, overlap) with None replaced by this checkpoint's defaults: its DDIM steps, its tile size
-        (px), and an overlap of 64 px or a quarter of the tile when that is smaller."""
-        steps = self.meta.steps if steps is None else steps
-        tile = self.meta.tile if tile is None else tile
-        return steps, tile, min(DEFAULT_OVERLAP, tile // 4) if overlap is None else overlap
+    def sampling(self, options: PredictOptions | None = None) -> PredictOptions:
+        """`options` with None replaced by this checkpoint's defaults: its DDIM steps, its tile size (px), and an
+        overlap of 64 px or a quarter of the tile when that is smaller."""
+        return (options or PredictOptions()).with_defaults(steps=self.meta.steps, tile=self.meta.tile)
+
+    def tile_model(self) -> TileModel:
+        """This checkpoint as `predict_scene` runs it: its predictor, classes, palette, band counts,
+        normalisation and inference scale."""
+        meta = self.meta
+        return TileModel(
+            predictor=ModelPredictor(self.model, self.device, self.amp),
+            classes=meta.classes,
+            palette=meta.palette,
+            opt_band_count=meta.config.opt_bands,
+            sar_band_count=meta.config.sar_bands,
+            normalise=checkpoint_normaliser(meta),
+            inference_scale=meta.inference_scale,
+        )
 
     def predict(
         self,
         opt_path: str | Path,
         sar_path: str | Path,
-        out_path: str | Path,
+        outputs: PredictOutputs | str | Path,
+        options: PredictOptions | None = None,
         *,
-        steps: int | None = None,
-        samples: int = 1,
-        seed: int = 0,
-        tile: int | None = None,
-        overlap: int | None = None,
-        batch_size: int = 8,
-        opt_bands: Sequence[int] | None = None,
-        sar_bands: Sequence[int] | None = None,
-        sar_scale: SarScale = "auto",
-        align: Align = "reproject",
-        opt_nodata: float | None = None,
-        sar_nodata: float | None = None,
-        prob_path: str | Path | None = None,
-        confidence_path: str | Path | None = None,
-        vector_path: str | Path | None = None,
-        simplify_m: float = 0.0,
-        min_area_m2: float = 0.0,
-        overwrite: bool = False,
         progress: bool | ProgressCallback = True,
     ) -> PredictionResult:
-        """Predict one scene with this checkpoint (see `predict_scene` for the outputs).
-
-        None means the checkpoint's value: `steps` its default DDIM steps, `tile` its tile size (px); `overlap`
-        (px) defaults to 64, or a quarter of the tile when that is smaller. Band counts are checked against the
-        checkpoint's; normalisation and inference scale come from it.
-        """
-        meta = self.meta
-        steps, tile, overlap = self.sampling(steps, tile, overlap)
+        """Predict one scene with this checkpoint into `outputs` (a `PredictOutputs`, or the map's path; see
+        `predict_scene`). Options left None take the checkpoint's values (`sampling`); band counts are checked
+        against the checkpoint's; normalisation and inference scale come from it."""
         return predict_scene(
             opt_path,
             sar_path,
-            out_path,
-            ModelPredictor(self.model, self.device, self.amp),
-            classes=meta.classes,
-            palette=meta.palette,
-            opt_bands=opt_bands,
-            sar_bands=sar_bands,
-            opt_band_count=meta.config.opt_bands,
-            sar_band_count=meta.config.sar_bands,
-            tile=tile,
-            overlap=overlap,
-            batch_size=batch_size,
-            seed=seed,
-            steps=steps,
-            samples=samples,
-            normalise=checkpoint_normaliser(meta),
-            inference_scale=meta.inference_scale,
-            sar_scale=sar_scale,
-            align=align,
-            opt_nodata=opt_nodata,
-            sar_nodata=sar_nodata,
-            prob_path=prob_path,
-            confidence_path=confidence_path,
-            vector_path=vector_path,
-            simplify_m=simplify_m,
-            min_area_m2=min_area_m2,
-            overwrite=overwrite,
+            outputs,
+            self.tile_model(),
+            self.sampling(options),
             device=self.device,
             progress=progress,
             run_info=self.run_info(),

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
 
-from mdseg.engine.predict import Normalisation, predict_scene
+from mdseg.data.normalise import Normalisation
+from mdseg.engine.predict import PredictOptions, PredictOutputs, TileModel, predict_scene
 from mdseg.errors import OutputExistsError
 
 CLASSES = ["water", "forest", "city"]
@@ -54,8 +55,17 @@ def soft_predictor(opt, sar, generators, steps, samples):
 
 
 def run(opt, sar, out, predictor=onehot_predictor, **kwargs):
-    kwargs.setdefault("progress", False)
-    return predict_scene(opt, sar, out, predictor, classes=CLASSES, palette=PALETTE, **kwargs)
+    """predict_scene, the keyword arguments sorted into the model, outputs and options they belong to."""
+    model = TileModel(predictor, CLASSES, PALETTE, **pick(kwargs, "normalise", "inference_scale"))
+    paths = {k.removesuffix("_path"): v for k, v in pick(kwargs, "prob_path", "confidence_path", "vector_path").items()}
+    outputs = PredictOutputs(out, **paths, **pick(kwargs, "overwrite"))
+    run_args = {"progress": False, **pick(kwargs, "progress", "run_info", "device")}
+    return predict_scene(opt, sar, outputs, model, PredictOptions(**kwargs), **run_args)
+
+
+def pick(kwargs: dict, *names: str) -> dict:
+    """Remove `names` from `kwargs`; return those present."""
+    return {name: kwargs.pop(name) for name in names if name in kwargs}
 
 
 def read(path: Path) -> np.ndarray:

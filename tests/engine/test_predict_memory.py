@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent(
     from pathlib import Path
     import numpy as np, rasterio, torch
     from rasterio.transform import from_origin
-    from mdseg.engine.predict import predict_scene
+    from mdseg.engine.predict import TileModel, predict_scene
 
     def rss_mib(field):
         # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork + exec, so a child of a big pytest process
@@ -42,8 +42,8 @@ SCRIPT = textwrap.dedent(
         return torch.full((opt.shape[0], 3, *opt.shape[-2:]), 1 / 3)
 
     before = rss_mib("VmRSS")
-    result = predict_scene(f"{folder}/opt.tif", f"{folder}/sar.tif", f"{folder}/map.tif", trivial,
-                           classes=["a", "b", "c"], palette=[(0, 0, 0)] * 3, progress=False)
+    result = predict_scene(f"{folder}/opt.tif", f"{folder}/sar.tif", f"{folder}/map.tif",
+                           TileModel(trivial, ["a", "b", "c"], [(0, 0, 0)] * 3), progress=False)
     print(json.dumps({"peak_mib": rss_mib("VmHWM"), "before_mib": before, "tiles_run": result.tiles_run}))
     """
 )

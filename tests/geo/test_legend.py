@@ -17,7 +17,7 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from mdseg.engine.predict import predict_scene
+from mdseg.engine.predict import PredictOptions, TileModel, predict_scene
 
 # Names with characters XML must escape, and a non-ASCII one.
 CLASSES = ["water", "forest <dense>", "city & roads", "prairie — dry"]
@@ -42,8 +42,8 @@ def class_map(tmp_path_factory) -> Path:
         dst.write(rng.normal(-12, 3, (1, 48, 48)).astype("float32"))
     out = folder / "map.tif"
     predict_scene(
-        folder / "opt.tif", folder / "sar.tif", out, class_of_band_1, classes=CLASSES, palette=PALETTE,
-        tile=32, overlap=8, progress=False,
+        folder / "opt.tif", folder / "sar.tif", out, TileModel(class_of_band_1, CLASSES, PALETTE),
+        PredictOptions(tile=32, overlap=8), progress=False,
     )  # fmt: skip
     return out
 

@@ -1,0 +1,102 @@
+"""`mdseg train`: train a model on a dataset folder into a run folder (see `mdseg.engine.runs`)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mdseg.cli import options as opt_
+from mdseg.cli.console import console, err_console
+
+TRAIN_HELP = """Defaults (chosen for the device): `tiny` on CPU, `small` on GPU; 2000 iterations on CPU (20000 on GPU);
+batch 4 (8); learning rate per preset scaled to the batch; warm-up 10 % of --iters (at most 1500); validation
+and checkpoints every 10 % of the run on the `val` split when the dataset has one.
+
+Multi-GPU / multi-node: torchrun --nproc_per_node=K -m mdseg train --data DIR … (DistributedDataParallel; NCCL on
+GPU, gloo on CPU; --batch-size is per process; rank 0 logs and writes)."""
+
+
+def train(
+    data: opt_.DataDir = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Run folder (must not exist). Default: runs/<data>-<model>[-N].")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Preset: tiny, small or paper.")] = None,
+    iters: Annotated[int | None, typer.Option("--iters", help="Optimizer steps.", min=1)] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Samples per step (per process).")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (AdamW).")] = None,
+    weight_decay: Annotated[float | None, typer.Option("--weight-decay", help="AdamW weight decay [0.01].")] = None,
+    warmup: Annotated[int | None, typer.Option("--warmup", help="Linear warm-up iterations, then poly decay.")] = None,
+    crop: Annotated[int | None, typer.Option("--crop", help="Training crop side in px [256].")] = None,
+    grad_clip: Annotated[
+        float | None, typer.Option("--grad-clip", help="Max gradient norm; 0 turns clipping off [1.0].")
+    ] = None,
+    amp: opt_.Amp = None,
+    compile_: Annotated[
+        bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model [no].")
+    ] = None,
+    seed: opt_.Seed = None,
+    val_every: Annotated[int | None, typer.Option("--val-every", help="Iterations between validations.")] = None,
+    save_every: Annotated[int | None, typer.Option("--save-every", help="Iterations between checkpoints.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="DataLoader worker processes [2].")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="Training split folder or list file [train].")] = None,
+    val_split: Annotated[
+        str | None, typer.Option("--val-split", help="Validation split [val, when the dataset has one].")
+    ] = None,
+    opt_bands: opt_.OptBands = None,
+    sar_bands: opt_.SarBands = None,
+    sar_scale: opt_.SarScale = None,
+    stats_file: Annotated[
+        Path | None,
+        typer.Option("--stats", help="Normalisation from `mdseg stats --json` output [dataset's, else computed]."),
+    ] = None,
+    steps: opt_.Steps = None,
+    device: opt_.Device = None,
+    threads: opt_.Threads = None,
+    recipe: Annotated[
+        str | None, typer.Option("--recipe", help="'paper': the released run's settings (160k its, lr 6e-5, …).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Rerun a run's config.json; options given here override it.")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue the run in this folder exactly where it stopped.")
+    ] = None,
+    quiet: opt_.Quiet = False,
+) -> None:
+    """Train a model on a dataset folder; writes checkpoints, logs and curves to a run folder.
+
+    Ctrl-C or SIGTERM saves a resumable state first; `mdseg train --resume runs/NAME` continues exactly.
+    """
+    params = dict(locals())
+    from mdseg.engine.train import TrainSettings, merge_settings
+    from mdseg.engine.train import train as run_training
+
+    if resume is not None:
+        settings = TrainSettings(data=str(data or ""), iters=iters, device=device or "auto", threads=threads)
+    else:
+        # Every training setting is a parameter of this command under its own name, but for these two.
+        params.update(compile=compile_, stats=stats_file)
+        given = {f.name: params[f.name] for f in fields(TrainSettings) if f.name in params and f.name != "data"}
+        given = {name: str(value) if isinstance(value, Path) else value for name, value in given.items()}
+        settings = merge_settings(str(data) if data is not None else None, config_file=config, **given)
+
+    def say(text: str) -> None:
+        if not quiet:
+            err_console.print(text, highlight=False)
+
+    result = run_training(settings, resume=resume, progress=not quiet, say=say)
+    if result.last_checkpoint is None:  # not rank 0
+        return
+    if result.interrupted:
+        sys.exit(130)
+    best = "n/a" if result.best_miou is None else f"{result.best_miou:.4f}"
+    console.print(
+        f"trained {result.iteration} iterations in {result.seconds:.0f} s; best val mIoU {best}; "
+        f"checkpoints: {result.best_checkpoint} (best), {result.last_checkpoint} (last)",
+        highlight=False,
+    )

@@ -1,0 +1,150 @@
+"""How a scene is predicted, and where its outputs go: two frozen dataclasses built once (by the CLI or a Python
+caller), validated here, passed down whole and written into the run record from the object itself.
+
+Adding a prediction option means a field (and its check) here, its declaration in `mdseg/cli/predict.py`, and the
+code that uses it — nothing in between relays it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, get_args
+
+from mdseg.errors import OptionError
+from mdseg.geo.pair import Align
+from mdseg.geo.sar import SarScale
+
+# Defaults for a run without a checkpoint to take them from (`predict_scene` with a bare predictor).
+DEFAULT_STEPS = 3
+DEFAULT_TILE = 256
+DEFAULT_OVERLAP = 64  # px; tiles smaller than 4 × this overlap by a quarter of their size instead
+SAR_SCALES: tuple[str, ...] = get_args(SarScale)
+ALIGNS: tuple[str, ...] = get_args(Align)
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to predict a scene; None means "the checkpoint's" (or the module defaults without one).
+
+    `steps`: DDIM sampling steps; `samples`: diffusion draws averaged per tile (> 1 adds a disagreement band);
+    `seed`: noise seed (same inputs + seed → identical map); `tile`: tile side in px; `overlap`: minimum tile
+    overlap in px (default 64, or a quarter of the tile when that is smaller); `batch_size`: tiles per model
+    call (does not change the result); `opt_bands` / `sar_bands`: 1-based bands in the model's order (None:
+    all); `sar_scale`: SAR values on disk are "auto" (detected), "db" or "linear"; `align`: SAR on another grid
+    is "reproject"ed onto the optical grid or refused ("strict"); `opt_nodata` / `sar_nodata`: nodata values
+    overriding the files'; `simplify_m`: polygon simplification in metres; `min_area_m2`: smallest polygon kept.
+    """
+
+    steps: int | None = None
+    samples: int = 1
+    seed: int = 0
+    tile: int | None = None
+    overlap: int | None = None
+    batch_size: int = 8
+    opt_bands: tuple[int, ...] | None = None
+    sar_bands: tuple[int, ...] | None = None
+    sar_scale: SarScale = "auto"
+    align: Align = "reproject"
+    opt_nodata: float | None = None
+    sar_nodata: float | None = None
+    simplify_m: float = 0.0
+    min_area_m2: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("opt_bands", "sar_bands"):
+            bands = getattr(self, name)
+            if bands is not None:
+                object.__setattr__(self, name, tuple(int(b) for b in bands))
+        _check(self)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], *, complete: bool = False) -> PredictOptions:
+        """The options named in `values` (e.g. a command's parameters; other keys are ignored). `complete`: every
+        option must be there (`TypeError` naming the missing ones: a command that forgot to declare one)."""
+        missing = [f.name for f in fields(cls) if f.name not in values]
+        if complete and missing:
+            raise TypeError(f"no value for the prediction options {missing}")
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+    def with_defaults(self, steps: int = DEFAULT_STEPS, tile: int = DEFAULT_TILE) -> PredictOptions:
+        """These options with `steps`, `tile` and `overlap` filled in where None (`steps` and `tile`: the
+        checkpoint's; `overlap`: 64 px, or a quarter of the tile when that is smaller)."""
+        steps = self.steps if self.steps is not None else steps
+        tile = self.tile if self.tile is not None else tile
+        overlap = self.overlap if self.overlap is not None else min(DEFAULT_OVERLAP, tile // 4)
+        return replace(self, steps=steps, tile=tile, overlap=overlap)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the run record's `options`)."""
+        out = asdict(self)
+        for name in ("opt_bands", "sar_bands"):
+            out[name] = None if out[name] is None else list(out[name])
+        return out
+
+
+def _check(o: PredictOptions) -> None:
+    """`OptionError` for the first value out of range (the same sentence whichever caller built the options)."""
+    checks = [
+        (o.steps is None or o.steps >= 1, f"steps must be at least 1, got {o.steps}"),
+        (o.samples >= 1, f"samples must be at least 1, got {o.samples}"),
+        (o.seed >= 0, f"seed must be 0 or more, got {o.seed}"),
+        (o.tile is None or o.tile >= 1, f"tile must be at least 1 px, got {o.tile}"),
+        (o.overlap is None or o.overlap >= 0, f"overlap must be 0 or more px, got {o.overlap}"),
+        (
+            o.tile is None or o.overlap is None or o.overlap < o.tile,
+            f"need 0 <= overlap < tile, got tile={o.tile}, overlap={o.overlap}",
+        ),
+        (o.batch_size >= 1, f"batch_size must be at least 1, got {o.batch_size}"),
+        (o.sar_scale in SAR_SCALES, f"sar_scale must be one of {', '.join(SAR_SCALES)}, not {o.sar_scale!r}"),
+        (o.align in ALIGNS, f"align must be one of {', '.join(ALIGNS)}, not {o.align!r}"),
+        (o.simplify_m >= 0, f"simplify_m must be 0 or more metres, got {o.simplify_m}"),
+        (o.min_area_m2 >= 0, f"min_area_m2 must be 0 or more m², got {o.min_area_m2}"),
+    ]
+    for name in ("opt_bands", "sar_bands"):
+        bands = getattr(o, name)
+        checks.append((bands is None or (len(bands) > 0 and min(bands) >= 1), f"{name} are 1-based, got {bands}"))
+    for ok, message in checks:
+        if not ok:
+            raise OptionError(message)
+
+
+@dataclass(frozen=True)
+class PredictOutputs:
+    """Where one scene's outputs go: the land-cover map (a COG; its run record `<stem>.json` and `.aux.xml`
+    sit beside it), and optionally class probabilities, confidence and polygons (.gpkg or .geojson).
+    Existing outputs are refused unless `overwrite`."""
+
+    map: Path
+    prob: Path | None = None
+    confidence: Path | None = None
+    vector: Path | None = None
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("map", "prob", "confidence", "vector"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
+
+    @classmethod
+    def of(cls, outputs: PredictOutputs | str | Path, overwrite: bool | None = None) -> PredictOutputs:
+        """`outputs` as given, or a bare map path; `overwrite` (when not None) replaces its setting."""
+        made = outputs if isinstance(outputs, PredictOutputs) else cls(map=Path(outputs))
+        return made if overwrite is None else replace(made, overwrite=overwrite)
+
+    @property
+    def sidecar(self) -> Path:
+        """The run record beside the map."""
+        return self.map.with_suffix(".json")
+
+    @property
+    def aux(self) -> Path:
+        """GDAL's PAM sidecar of the map (its raster attribute table)."""
+        return self.map.with_name(self.map.name + ".aux.xml")
+
+    def extras(self) -> dict[str, Path]:
+        """The optional outputs asked for, by the name the run record gives them."""
+        named = {"probabilities": self.prob, "confidence": self.confidence, "vector": self.vector}
+        return {name: path for name, path in named.items() if path is not None}

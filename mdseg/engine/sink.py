@@ -1,0 +1,139 @@
+"""The write side of scene prediction: blended blocks → class map, probabilities and confidence bytes, streamed to
+COGs a full-width row band at a time, with the class table (pixels and area per class) counted on the way."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+import mdseg
+from mdseg.geo.blend import BlendedBlock
+from mdseg.geo.grid import Grid, pixel_areas_m2
+from mdseg.geo.writer import CLASS_NODATA, StreamingCOG, class_aux_xml, class_colormap, class_tags
+from mdseg.io.atomic import AtomicOutputs
+
+
+class MapSink:
+    """Turns blended blocks into output bytes, gathers them into full-width row bands, streams those to disk.
+
+    A band is the rows one tile row finishes (at most a tile high); its blocks arrive left to right, and the
+    band goes to the writers when its last block is in. Only uint8 bands are full width, so the sink's memory is
+    (output bands) × tile height × scene width bytes (plus a validity band when a masked raster is written).
+    """
+
+    def __init__(
+        self,
+        grid: Grid,
+        window: rasterio.windows.Window,
+        band_rows: int,
+        classes: Sequence[str],
+        palette: Sequence[Sequence[int]],
+        samples: int,
+        outputs: AtomicOutputs,
+        open_files: ExitStack,
+        tmp: dict[str, Path],
+    ) -> None:
+        self.grid, self.window, self.classes, self.palette, self.tmp = grid, window, classes, palette, tmp
+        self.k = len(classes)
+        self.row0, self.col0 = int(window.row_off), int(window.col_off)
+        self.pixels = np.zeros(256, dtype=np.int64)
+        self.area_m2 = np.zeros(256, dtype=np.float64)
+        self.writers: dict[str, StreamingCOG] = {}
+        self.bands: dict[str, np.ndarray] = {}
+        self.band_rows = band_rows
+        # Only the masked rasters (probabilities, confidence) need validity; columns outside the region keep
+        # their fill (nodata, or 0 and unmasked) in every band.
+        masked = "probabilities" in tmp or "confidence" in tmp
+        self.valid = np.zeros((band_rows if masked else 0, grid.width), dtype=bool)
+
+        def open_writer(name: str, count: int, fill: int, **kwargs: object) -> None:
+            writer = StreamingCOG(outputs.scratch(tmp[name]), grid, count, **kwargs)
+            open_files.callback(writer.close)
+            self.writers[name] = writer
+            self.bands[name] = np.full((count, band_rows, grid.width), fill, dtype=np.uint8)
+
+        open_writer(
+            "map",
+            1,
+            CLASS_NODATA,
+            nodata=CLASS_NODATA,
+            colormap=class_colormap(palette),
+            descriptions=["land cover class"],
+            tags={"MDSEG_VERSION": mdseg.__version__},
+            band_tags={1: class_tags(classes)},
+        )
+        if "probabilities" in tmp:
+            kwargs = {"masked": True, "descriptions": list(classes), "overview_resampling": "average"}
+            open_writer("probabilities", self.k, 0, **kwargs)
+        if "confidence" in tmp:
+            names = ["max probability"] + (["sample disagreement"] if samples > 1 else [])
+            open_writer("confidence", len(names), 0, masked=True, descriptions=names, overview_resampling="average")
+
+    def write(self, block: BlendedBlock) -> None:
+        """Put a blended block into its band; write the band (after any all-nodata rows above it) once complete."""
+        n, m = block.covered.shape
+        cols = slice(self.col0 + block.col, self.col0 + block.col + m)
+        probs = block.values[: self.k]
+        cls = np.where(block.covered, probs.argmax(axis=0), CLASS_NODATA).astype(np.uint8)
+        self._count(cls, self.row0 + block.row)
+        self.bands["map"][0, :n, cols] = cls
+        if self.valid.size:
+            self.valid[:n, cols] = block.covered
+        if "probabilities" in self.bands:
+            self.bands["probabilities"][:, :n, cols] = _to_byte(probs)
+        if "confidence" in self.bands:
+            self.bands["confidence"][0, :n, cols] = _to_byte(probs.max(axis=0))
+            if self.writers["confidence"].count > 1:
+                self.bands["confidence"][1, :n, cols] = _to_byte(block.values[self.k])
+        if block.col + m == int(self.window.width):
+            self._fill_to(self.row0 + block.row)
+            for name, writer in self.writers.items():
+                writer.write(self.bands[name][:, :n], self.valid[:n] if writer.masked else None)
+
+    def finish(self) -> None:
+        """Fill rows below the region with nodata and convert every raster to a COG; write the map's RAT."""
+        self._fill_to(self.grid.height)
+        # The conversion should not stack on top of the row bands.
+        self.bands.clear()
+        self.valid = np.zeros((0, self.grid.width), dtype=bool)
+        for name, writer in self.writers.items():
+            writer.finish(self.tmp[name])
+        self.tmp["aux"].write_text(class_aux_xml(self.classes, self.palette))
+
+    def class_table(self) -> list[dict]:
+        """Per class: id, name, pixels, area (km²), percent of classified pixels."""
+        total = int(self.pixels[: self.k].sum())
+        return [
+            {
+                "class_id": i,
+                "name": name,
+                "pixels": int(self.pixels[i]),
+                "area_km2": round(float(self.area_m2[i]) / 1e6, 6),
+                "percent": round(100.0 * int(self.pixels[i]) / total, 4) if total else 0.0,
+            }
+            for i, name in enumerate(self.classes)
+        ]
+
+    def _count(self, cls: np.ndarray, row0: int) -> None:
+        areas = pixel_areas_m2(self.grid, row0, cls.shape[0])
+        self.pixels += np.bincount(cls.ravel(), minlength=256)
+        self.area_m2 += np.bincount(cls.ravel(), weights=np.repeat(areas, cls.shape[1]), minlength=256)
+
+    def _fill_to(self, row: int) -> None:
+        """Write all-nodata rows until raster row `row`, a band's height at a time (the writers gather blocks)."""
+        while (done := self.writers["map"].rows_written) < row:
+            n = min(row - done, self.band_rows)
+            empty = np.zeros((n, self.grid.width), dtype=bool)
+            for writer in self.writers.values():
+                fill = CLASS_NODATA if writer is self.writers["map"] else 0
+                values = np.full((writer.count, n, self.grid.width), fill, dtype=np.uint8)
+                writer.write(values, empty if writer.masked else None)
+
+
+def _to_byte(p: np.ndarray) -> np.ndarray:
+    """Probabilities in [0, 1] → uint8 0–255."""
+    return np.clip(np.rint(p * 255.0), 0, 255).astype(np.uint8)
