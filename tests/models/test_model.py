@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from mdseg.checkpoint import convert_release_state_dict
 from mdseg.config import preset
 from mdseg.errors import MdsegError
 from mdseg.models import MambaDiffusionSeg, build_model
 from mdseg.models.segmentor import pad_to_multiple
+from mdseg.release import convert_release_state_dict
 
-ORACLE = Path(__file__).resolve().parents[3] / "shared" / "oracle"
+ORACLE = Path(__file__).resolve().parents[1] / "fixtures" / "oracle"
 
 
 def pair(batch: int, opt_bands: int, sar_bands: int, height: int, width: int, seed: int = 0):

@@ -1,4 +1,4 @@
-"""Our fused backbone against the authors' own `Fusion_VSSM` outputs (../shared/oracle), and the weight import."""
+"""Our fused backbone against the authors' own `Fusion_VSSM` outputs (tests/fixtures/oracle), and the weight import."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mdseg.checkpoint import convert_release_state_dict
 from mdseg.config import preset
 from mdseg.errors import MdsegError
 from mdseg.models.backbone import FusedBackbone
+from mdseg.release import convert_release_state_dict
 
-ORACLE = Path(__file__).resolve().parents[3] / "shared" / "oracle"
+ORACLE = Path(__file__).resolve().parents[1] / "fixtures" / "oracle"
 pytestmark = pytest.mark.skipif(not (ORACLE / "oracle_small.safetensors").is_file(), reason="oracle files not found")
 
 TOLERANCE = 1e-4  # max abs error / max abs value; a faithful float32 implementation lands near 1e-6

@@ -1,4 +1,4 @@
-"""Neck and diffusion head against the authors' own outputs (../shared/oracle/HEAD.md), random weights.
+"""Neck and diffusion head against the authors' own outputs (tests/fixtures/oracle/HEAD.md), random weights.
 
 The weights are imported with `map_head_keys`, so these tests also pin the key mapping.
 """
@@ -15,9 +15,9 @@ from safetensors.torch import load_file
 from mdseg.config import preset
 from mdseg.models import MambaDiffusionSeg
 from mdseg.models.diffusion_head import alpha_sigma, ddim_times, log_snr, upsample_logits
-from mdseg.models.release_head import map_head_keys
+from mdseg.release import map_head_keys
 
-ORACLE = Path(__file__).resolve().parents[3] / "shared" / "oracle"
+ORACLE = Path(__file__).resolve().parents[1] / "fixtures" / "oracle"
 REL = 1e-4
 
 pytestmark = pytest.mark.skipif(not (ORACLE / "head_oracle.safetensors").exists(), reason="head oracle not present")

@@ -1,7 +1,7 @@
 """`mdseg import-weights`: the authors' released checkpoint → an mdseg checkpoint that loads and predicts.
 
 The release state dicts are built here with the release's exact key names and shapes — those of the small
-reference model in ../shared/oracle (backbone `Fusion_VSSM`, neck, diffusion and auxiliary heads) — and random
+reference model in tests/fixtures/oracle (backbone `Fusion_VSSM`, neck, diffusion and auxiliary heads) — and random
 values, saved with `torch.save` as the authors' MMSegmentation checkpoints are.
 """
 
@@ -15,17 +15,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mdseg.checkpoint import (
-    convert_release_state_dict,
-    import_release_checkpoint,
-    load_checkpoint,
-    read_checkpoint_meta,
-    sha256,
-)
+from mdseg.checkpoint import load_checkpoint, read_checkpoint_meta, sha256
 from mdseg.data import catalog
 from mdseg.errors import CheckpointError
+from mdseg.release import convert_release_state_dict, import_release_checkpoint
 
-ORACLE = Path(__file__).resolve().parents[3] / "shared" / "oracle"
+ORACLE = Path(__file__).resolve().parents[1] / "fixtures" / "oracle"
 pytestmark = pytest.mark.skipif(
     not (ORACLE / "oracle_small.safetensors").is_file() or not (ORACLE / "head_oracle.safetensors").is_file(),
     reason="release key lists (oracle files) not found",

@@ -1,6 +1,6 @@
 """Import of the authors' `Fusion_VSSM` backbone weights: key names, shapes, and the weights we drop.
 
-Keys here carry no `backbone.` prefix (a full checkpoint's prefix is stripped by `mdseg.checkpoint`).
+Keys here carry no `backbone.` prefix (a full checkpoint's prefix is stripped by `mdseg.release.convert`).
 The release stacks optical + SAR into one tensor and splits it [4, 1] (WHU) or [13, 2] (Hunan); its stems
 `patch_embed_A` / `patch_embed_B` are built with exactly those input channels, so the band counts can be
 read from their first convolution's weight.
@@ -193,3 +193,6 @@ def infer_backbone_config(sd: dict[str, Tensor]) -> dict:
     if "classifier.head.weight" in sd:
         values["num_classes"] = _shape(sd, "classifier.head.weight")[0]
     return values
+
+
+__all__ = ["BackboneImport", "infer_backbone_config", "map_backbone_state_dict"]

@@ -1,6 +1,6 @@
 """Import of the release's neck and head weights: the authors' key names → ours, sizes read from shapes.
 
-`mdseg.checkpoint.convert_release_state_dict` hands every key that does not start with `backbone.` here.
+`mdseg.release.convert.convert_release_state_dict` hands every key that does not start with `backbone.` here.
 """
 
 from __future__ import annotations
