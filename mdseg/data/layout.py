@@ -29,7 +29,7 @@ from mdseg.data.normalise import Normalisation
 from mdseg.data.pairing import pair_files, prefix_key, raster_files, stem_key
 from mdseg.errors import DatasetError, DatasetLayoutError
 from mdseg.geo.pair import select_bands
-from mdseg.io.raster import open_raster
+from mdseg.io.raster import distinct_values, open_raster
 
 CLASSES_FILE = "classes.json"
 
@@ -122,10 +122,8 @@ def find_dataset(
         classes = load_classes_json(classes_file)
     elif known is not None:
         classes = known[0]
-    else:
-        from mdseg.data.reader import label_values  # reads labels; only for datasets that do not name classes
-
-        classes = identity_scheme(set().union(*(label_values(s.label) for s in samples)))
+    else:  # reads every label: only for datasets that do not name their classes
+        classes = identity_scheme(set().union(*(distinct_values(s.label, "Label") for s in samples)))
     if known is not None and default_bands:
         opt_names, sar_names = known[1], known[2]
     return DatasetLayout(

@@ -6,26 +6,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
-from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from mdseg.data.classes import IGNORE, ClassScheme
 from mdseg.data.layout import DatasetLayout, SampleFiles
 from mdseg.geo.sar import SarScale, SarScaling, decide_sar_scale, linear_to_db
-from mdseg.io.raster import CHUNK, chunk_windows, open_raster, read_bands
-
-# Longest side (pixels) of the decimated SAR read that decides a dataset's SAR scale.
-_SAMPLE_SIDE = 512
-
-
-def label_values(path, size: int = CHUNK) -> set[int]:
-    """The distinct valid values of a label raster's first band (as integers), streamed block by block."""
-    values: set[int] = set()
-    with open_raster(path, "Label") as src:
-        for window in chunk_windows(src.height, src.width, size):
-            block, ok = read_bands(src, [1], window)
-            values.update(int(v) for v in np.unique(block[ok]))
-    return values
+from mdseg.io.raster import open_raster, read_bands, sample_values
 
 
 def decide_dataset_sar_scale(layout: DatasetLayout, mode: SarScale = "auto") -> SarScaling:
@@ -37,12 +23,8 @@ def decide_dataset_sar_scale(layout: DatasetLayout, mode: SarScale = "auto") -> 
     if mode != "auto":
         return decide_sar_scale(np.empty(0, dtype=np.float32), mode)
     with open_raster(layout.samples[0].sar, "SAR") as src:
-        step = max(1.0, max(src.width, src.height) / _SAMPLE_SIDE)
-        shape = (len(layout.sar_bands), max(1, round(src.height / step)), max(1, round(src.width / step)))
-        values = src.read(list(layout.sar_bands), out_shape=shape, out_dtype="float32", resampling=Resampling.nearest)
-        if src.nodata is not None:
-            values = values[values != np.float32(src.nodata)]
-    return decide_sar_scale(values, "auto")
+        sample = sample_values(src, layout.sar_bands)
+    return decide_sar_scale(sample, "auto")
 
 
 @dataclass

@@ -7,7 +7,6 @@ The confusion-matrix arithmetic lives in `mdseg.metrics`; this module reads rast
 from __future__ import annotations
 
 import csv
-import json
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
@@ -17,20 +16,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
-from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 from mdseg.errors import ClassValueError, DatasetError, GeoreferenceError, InputFileError, OptionError
 from mdseg.geo.grid import Grid
 from mdseg.geo.pair import grid_of
 from mdseg.geo.sar import SarScale
+from mdseg.geo.writer import class_names_from_tags
 from mdseg.io.atomic import AtomicOutputs
-from mdseg.io.raster import open_raster, read_bands
+from mdseg.io.raster import open_raster, read_bands, read_classes
 from mdseg.metrics import IGNORE_INDEX, ConfusionMatrix, SegMetrics, all_reduce, compute_metrics, metrics_dict
 from mdseg.runtime import current_ranks
 
 if TYPE_CHECKING:
-
     from mdseg.checkpoint import CheckpointMeta
     from mdseg.data.classes import ClassScheme
     from mdseg.data.layout import DatasetLayout
@@ -102,8 +100,8 @@ def evaluate_rasters(
                 )
         cm = ConfusionMatrix(len(classes), ignore_index)
         for window in strips(pred, block_pixels):
-            p, p_valid = _read_classes(pred, window, pred_path, "prediction")
-            y, y_valid = _read_classes(label, window, label_path, "label")
+            p, p_valid = read_classes(pred, window, role="prediction")
+            y, y_valid = read_classes(label, window, role="label")
             if label_map:
                 y = apply_label_map(y, label_map)
             try:
@@ -117,20 +115,6 @@ def evaluate_rasters(
                 )
                 raise ClassValueError(f"{exc} in '{path}' ({len(classes)} classes); {hint}.", exc.role) from None
     return EvalResult(list(classes), cm, compute_metrics(cm.matrix))
-
-
-def class_names_from_tags(src: rasterio.DatasetReader) -> list[str] | None:
-    """Class names from band 1's `CLASS_NAMES` tag (a JSON list, as `mdseg predict` writes it), else None."""
-    text = src.tags(1).get("CLASS_NAMES")
-    if text is None:
-        return None
-    try:
-        names = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(names, list) or not names:
-        return None
-    return [str(n) for n in names]
 
 
 def apply_label_map(label: np.ndarray, label_map: Mapping[int, int]) -> np.ndarray:
@@ -180,26 +164,6 @@ def _check_same_grid(pred: Grid, label: Grid, pred_path: Path, label_path: Path)
         f"Prediction '{pred_path}' and label '{label_path}' are not on the same grid ({why}); "
         "resample one onto the other's grid (nearest neighbour) first."
     )
-
-
-def _read_classes(src: rasterio.DatasetReader, window: Window, path: Path, role: str) -> tuple[np.ndarray, np.ndarray]:
-    """Band 1 in `window` as int64 class values (h, w) and its validity (h, w) bool (not nodata, finite)."""
-    data = src.read(1, window=window)
-    if MaskFlags.all_valid in src.mask_flag_enums[0]:
-        valid = np.ones(data.shape, dtype=bool)
-    else:
-        valid = src.read_masks(1, window=window) > 0
-    if np.issubdtype(data.dtype, np.floating):
-        valid &= np.isfinite(data)
-        fractional = valid & (data != np.round(data))
-        if fractional.any():
-            raise ClassValueError(
-                f"The {role} raster '{path}' holds non-integer values (e.g. {data[fractional][0]}); "
-                "eval compares class indices.",
-                role,
-            )
-        data = np.where(valid, data, 0)
-    return data.astype(np.int64, copy=False), valid
 
 
 # The split a dataset evaluation takes when none is given and the dataset has it.
@@ -405,7 +369,7 @@ def score_sample(pred_path: str | Path, label_path: str | Path, classes: ClassSc
                 f"{label.width}x{label.height}; they must cover the same pixels."
             )
         for window in strips(label):
-            p, p_valid = _read_classes(pred, window, pred_path, "prediction")
+            p, p_valid = read_classes(pred, window, role="prediction")
             raw, ok = read_bands(label, [1], window)
             y = classes.encode(np.where(ok[0], raw[0], -1))
             try:

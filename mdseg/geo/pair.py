@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 import rasterio
-from rasterio.enums import MaskFlags, Resampling
+from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
@@ -18,13 +18,13 @@ from rasterio.windows import Window
 from mdseg.errors import BandSelectionError, GeoreferenceError
 from mdseg.geo.grid import Grid
 from mdseg.geo.sar import SarScale, decide_sar_scale, linear_to_db
-from mdseg.io.raster import open_raster
+from mdseg.io.raster import open_raster, read_bands, sample_values
 
 Align = Literal["reproject", "strict"]
 
-# Longest side (pixels) of the decimated SAR read used to decide the SAR scale; GDAL serves it from
-# overviews when the file has them.
-_SAMPLE_SIDE = 512
+# What a warped view holds where it has no data (outside the source footprint, source nodata); read back with
+# it as the nodata override, validity is finiteness.
+WARP_FILL = float("nan")
 
 
 def select_bands(
@@ -73,6 +73,22 @@ def footprint_window(opt: Grid, sar: Grid) -> Window | None:
     if col1 <= col0 or row1 <= row0:
         return None
     return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def warped_onto(src: rasterio.DatasetReader, grid: Grid, src_nodata: float | None) -> WarpedVRT:
+    """A float32 view of `src` warped (bilinear) onto `grid`, `WARP_FILL` where it has no data: outside the
+    footprint of `src` and where `src` holds `src_nodata`. GDAL computes only the pixels read."""
+    return WarpedVRT(
+        src,
+        crs=grid.crs,
+        transform=grid.transform,
+        width=grid.width,
+        height=grid.height,
+        resampling=Resampling.bilinear,
+        src_nodata=src_nodata,
+        nodata=WARP_FILL,
+        dtype="float32",
+    )
 
 
 class RasterPair:
@@ -135,7 +151,9 @@ class RasterPair:
                 )
             self.window = window
             self._sar = self._stack.enter_context(self._warped()) if self.reprojected else self._sar_file
-            self.sar_scaling = decide_sar_scale(self._sar_sample(), sar_scale)
+            # Decided from a decimated read of the source file (overviews when it has them), not the warped view.
+            sample = sample_values(self._sar_file, self.sar_bands, nodata=sar_nodata)
+            self.sar_scaling = decide_sar_scale(sample, sar_scale)
         except BaseException:
             self._stack.close()
             raise
@@ -174,14 +192,11 @@ class RasterPair:
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Read `window` (optical-grid pixels, inside the raster): optical (Co, h, w) float32, SAR (Cs, h, w)
         float32 in dB, and validity (h, w) bool. Values at invalid pixels are unspecified (may be NaN)."""
-        opt = self._opt.read(self.opt_bands, window=window, out_dtype="float32")
-        sar = self._sar.read(self.sar_bands, window=window, out_dtype="float32")
-        valid = _valid(self._opt, self.opt_bands, opt, window, self.opt_nodata)
-        if self.reprojected:
-            # The warped view fills pixels outside the SAR footprint and source nodata with NaN.
-            valid &= np.isfinite(sar).all(axis=0)
-        else:
-            valid &= _valid(self._sar, self.sar_bands, sar, window, self.sar_nodata)
+        opt, opt_ok = read_bands(self._opt, self.opt_bands, window, nodata=self.opt_nodata)
+        # The warped view (SAR on another grid) has no data where it holds WARP_FILL.
+        sar_nodata = WARP_FILL if self.reprojected else self.sar_nodata
+        sar, sar_ok = read_bands(self._sar, self.sar_bands, window, nodata=sar_nodata)
+        valid = opt_ok.all(axis=0) & sar_ok.all(axis=0)
         if self.sar_scaling.converts:
             sar = linear_to_db(sar)
         return opt, sar, valid
@@ -200,52 +215,4 @@ class RasterPair:
 
     def _warped(self) -> WarpedVRT:
         src = self._sar_file
-        nodata = self.sar_nodata if self.sar_nodata is not None else src.nodata
-        return WarpedVRT(
-            src,
-            crs=self.grid.crs,
-            transform=self.grid.transform,
-            width=self.grid.width,
-            height=self.grid.height,
-            resampling=Resampling.bilinear,
-            src_nodata=nodata,
-            nodata=float("nan"),
-            dtype="float32",
-        )
-
-    def _sar_sample(self) -> np.ndarray:
-        """Valid SAR values from a decimated read of the source file (overviews when it has them)."""
-        src = self._sar_file
-        scale = max(src.width, src.height) / _SAMPLE_SIDE
-        shape = (
-            len(self.sar_bands),
-            max(1, round(src.height / max(scale, 1))),
-            max(1, round(src.width / max(scale, 1))),
-        )
-        values = src.read(self.sar_bands, out_shape=shape, out_dtype="float32", resampling=Resampling.nearest)
-        valid = np.isfinite(values)
-        nodata = self.sar_nodata if self.sar_nodata is not None else src.nodata
-        if nodata is not None:
-            valid &= values != np.float32(nodata)
-        return values[valid]
-
-
-def _valid(
-    src: rasterio.io.DatasetReaderBase, bands: list[int], data: np.ndarray, window: Window, override: float | None
-) -> np.ndarray:
-    """Validity (h, w) of already-read `data` (C, h, w): every band finite and not masked.
-
-    Without `override`, GDAL's masks (nodata value, internal mask or alpha band) decide. With it, pixels equal
-    to `override` in any band are invalid and a declared nodata value is ignored, but an internal mask or
-    alpha band still applies.
-    """
-    valid = np.isfinite(data).all(axis=0)
-    flags = src.mask_flag_enums[bands[0] - 1]
-    if override is None:
-        if MaskFlags.all_valid not in flags:
-            valid &= (src.read_masks(bands, window=window) > 0).all(axis=0)
-        return valid
-    valid &= (data != np.float32(override)).all(axis=0)
-    if MaskFlags.per_dataset in flags or MaskFlags.alpha in flags:
-        valid &= (src.read_masks(bands, window=window) > 0).all(axis=0)
-    return valid
+        return warped_onto(src, self.grid, self.sar_nodata if self.sar_nodata is not None else src.nodata)

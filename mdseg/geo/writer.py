@@ -1,4 +1,5 @@
-"""Streaming raster output: rows in, a Cloud-Optimized GeoTIFF out; class-map legend (colours, names, RAT)."""
+"""Streaming raster output: rows in, a Cloud-Optimized GeoTIFF out; class-map legend (colours, names, RAT) and
+reading the names back."""
 
 from __future__ import annotations
 
@@ -148,6 +149,20 @@ def class_tags(classes: Sequence[str]) -> dict[str, str]:
     tags = {f"CLASS_{i}": name for i, name in enumerate(classes)}
     tags["CLASS_NAMES"] = json.dumps(list(classes))
     return tags
+
+
+def class_names_from_tags(src: rasterio.io.DatasetReaderBase) -> list[str] | None:
+    """Class names from band 1's `CLASS_NAMES` tag (a JSON list, as `class_tags` writes it), else None."""
+    text = src.tags(1).get("CLASS_NAMES")
+    if text is None:
+        return None
+    try:
+        names = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(names, list) or not names:
+        return None
+    return [str(n) for n in names]
 
 
 def class_aux_xml(classes: Sequence[str], palette: Sequence[Sequence[int]]) -> str:

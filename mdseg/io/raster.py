@@ -1,4 +1,14 @@
-"""Opening rasters and reading their bands with validity: the one place that decides which pixels are valid."""
+"""Opening rasters and reading their bands with validity: the one place that decides which pixels are valid.
+
+The rules, for every reader in mdseg (`read_bands`, `read_classes` and what is built on them):
+
+- a value is valid when it is finite and its band's GDAL mask keeps it: the file's nodata value, an internal
+  (per-dataset) mask or an alpha band; each band by its own mask;
+- a band's mask is read only when its mask flags are not `all_valid`;
+- a nodata override (`nodata=`, e.g. predict's `--opt-nodata`) replaces the declared nodata value: values equal
+  to it are invalid and the declared value is ignored, while an internal mask or alpha band still applies;
+- masks are always resampled by nearest neighbour, so a decimated read never invents valid pixels.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +17,21 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.enums import MaskFlags
+import rasterio.io
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
-from mdseg.errors import InputFileError
+from mdseg.errors import ClassValueError, InputFileError
 
 # Side (pixels) of the blocks streaming passes read at a time: 1024² px × 15 bands × 4 B ≈ 60 MiB at most.
 CHUNK = 1024
+# Longest side (pixels) of the decimated read `sample_values` takes; GDAL serves it from overviews when the file
+# has them.
+SAMPLE_SIDE = 512
+
+# Any dataset rasterio reads from: an opened file or a warped view of one.
+Readable = rasterio.io.DatasetReaderBase
 
 
 def open_raster(path: str | Path, role: str) -> rasterio.DatasetReader:
@@ -37,13 +54,104 @@ def chunk_windows(height: int, width: int, size: int = CHUNK) -> Iterator[Window
             yield Window(col, row, min(size, width - col), min(size, height - row))
 
 
-def read_bands(src: rasterio.DatasetReader, bands: Sequence[int], window: Window) -> tuple[np.ndarray, np.ndarray]:
-    """Bands (C, h, w) float32 of `window` and their validity (C, h, w) bool: finite and not masked by the file's
-    nodata value, internal mask or alpha band."""
-    data = src.read(list(bands), window=window, out_dtype="float32")
+def read_bands(
+    src: Readable,
+    bands: Sequence[int],
+    window: Window | None = None,
+    *,
+    out_shape: tuple[int, int] | None = None,
+    resampling: Resampling = Resampling.nearest,
+    nodata: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """1-based `bands` of `window` (None: the whole raster) as float32 (C, h, w) and their validity (C, h, w)
+    bool, by the rules in the module docstring.
+
+    `out_shape` (h, w) reads decimated (or enlarged) with `resampling` for the values; GDAL then serves the read
+    from overviews when it can. `nodata` overrides the file's declared nodata value. NaN as the override makes
+    validity plain finiteness, which suits a warped view that fills what it lacks with NaN (and spares a second
+    warp to compute its mask). Values at invalid pixels are unspecified.
+    """
+    bands = list(bands)
+    shape = None if out_shape is None else (len(bands), *out_shape)
+    data = src.read(bands, window=window, out_shape=shape, resampling=resampling, out_dtype="float32")
     valid = np.isfinite(data)
-    if any(MaskFlags.all_valid not in src.mask_flag_enums[b - 1] for b in bands):
-        valid &= src.read_masks(list(bands), window=window) > 0
+    if nodata is not None:
+        valid &= data != np.float32(nodata)
+    _apply_masks(src, bands, valid, window, out_shape, overridden=nodata is not None)
     return data, valid
 
 
+def read_classes(
+    src: Readable, window: Window | None = None, *, out_shape: tuple[int, int] | None = None, role: str = "class"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Band 1 of a class raster in `window` as int64 class values (h, w) and its validity (h, w) bool, by the
+    rules in the module docstring; `out_shape` (h, w) reads it by nearest neighbour (classes are never averaged).
+
+    Read in the file's own data type, so large integer values stay exact. Values at invalid pixels are 0 for a
+    floating-point file and unspecified otherwise. Raises `ClassValueError` (with `role`, e.g. "label") when a
+    valid pixel holds a non-integer value.
+    """
+    data = src.read(1, window=window, out_shape=out_shape, resampling=Resampling.nearest)
+    valid = np.ones((1, *data.shape), dtype=bool)
+    _apply_masks(src, [1], valid, window, out_shape, overridden=False)
+    valid = valid[0]
+    if np.issubdtype(data.dtype, np.floating):
+        valid &= np.isfinite(data)
+        fractional = valid & (data != np.round(data))
+        if fractional.any():
+            raise ClassValueError(
+                f"The {role} raster '{src.name}' holds non-integer values (e.g. {data[fractional][0]}); "
+                "a class raster holds whole class indices.",
+                role,
+            )
+        data = np.where(valid, data, 0)
+    return data.astype(np.int64, copy=False), valid
+
+
+def distinct_values(path: str | Path, role: str, size: int = CHUNK) -> set[int]:
+    """The distinct valid values of band 1 of the raster at `path` (as integers), streamed `size`² px at a time."""
+    values: set[int] = set()
+    with open_raster(path, role) as src:
+        for window in chunk_windows(src.height, src.width, size):
+            block, ok = read_bands(src, [1], window)
+            values.update(int(v) for v in np.unique(block[ok]))
+    return values
+
+
+def sample_values(
+    src: Readable, bands: Sequence[int], side: int = SAMPLE_SIDE, *, nodata: float | None = None
+) -> np.ndarray:
+    """The valid values (1-D float32) of `bands` read whole by nearest neighbour, decimated so the longest side
+    is at most `side` px: a cheap sample of a scene's values (e.g. to decide its SAR scale)."""
+    step = max(1.0, max(src.width, src.height) / side)
+    shape = (max(1, round(src.height / step)), max(1, round(src.width / step)))
+    values, valid = read_bands(src, bands, out_shape=shape, nodata=nodata)
+    return values[valid]
+
+
+def _apply_masks(
+    src: Readable,
+    bands: list[int],
+    valid: np.ndarray,
+    window: Window | None,
+    out_shape: tuple[int, int] | None,
+    *,
+    overridden: bool,
+) -> None:
+    """AND GDAL's mask of each band that has one into `valid` (C, h, w), in place. With the nodata value
+    `overridden`, only internal masks and alpha bands count (a mask made from the declared nodata would
+    bring back the value the override replaces)."""
+    if overridden:
+        needs = [k for k, b in enumerate(bands) if {MaskFlags.per_dataset, MaskFlags.alpha} & set(_flags(src, b))]
+    else:
+        needs = [k for k, b in enumerate(bands) if MaskFlags.all_valid not in _flags(src, b)]
+    if not needs:
+        return
+    masked = [bands[k] for k in needs]
+    shape = None if out_shape is None else (len(masked), *out_shape)
+    masks = src.read_masks(masked, window=window, out_shape=shape, resampling=Resampling.nearest)
+    valid[needs] &= masks > 0
+
+
+def _flags(src: Readable, band: int) -> list[MaskFlags]:
+    return src.mask_flag_enums[band - 1]
