@@ -139,6 +139,7 @@ def time_model(scene_model, batches) -> float:
 def bench_throughput(preset: str, size: int, repeats: int, folder: Path) -> dict:
     """End-to-end scene time against model-only time on the same tiles; fastest of `repeats` each."""
     from mdseg.engine.checkpoint_predict import SceneModel
+    from mdseg.engine.options import PredictOptions, PredictOutputs
 
     opt, sar = write_scene(folder, size)
     start = time.perf_counter()
@@ -151,8 +152,9 @@ def bench_throughput(preset: str, size: int, repeats: int, folder: Path) -> dict
         model.append(time_model(scene_model, batches))
         start = time.perf_counter()
         result = scene_model.predict(
-            opt, sar, folder / f"map_{preset}.tif", batch_size=BATCH, steps=STEPS, overwrite=True, progress=False
-        )
+            opt, sar, PredictOutputs(folder / f"map_{preset}.tif", overwrite=True),
+            PredictOptions(batch_size=BATCH, steps=STEPS), progress=False,
+        )  # fmt: skip
         e2e.append(time.perf_counter() - start)
         stages.append(result.seconds)
     best = int(np.argmin(e2e))
@@ -260,7 +262,7 @@ def strip_bytes(height: int, width: int) -> int:
 def memory_run(height: int, width: int) -> dict:
     """Peak RSS (MiB) of one `predict_scene` over a sparse height × width scene with the trivial predictor, and
     its breakdown (run this in a fresh process so the peak is this scene's alone)."""
-    from mdseg.engine.predict import gdal_cache_bytes, predict_scene
+    from mdseg.engine.predict import PredictOptions, TileModel, gdal_cache_bytes, predict_scene
     from mdseg.geo.pair import RasterPair
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -279,10 +281,9 @@ def memory_run(height: int, width: int) -> dict:
                 reset_peak_rss()
 
         start = time.perf_counter()
-        result = predict_scene(
-            opt, sar, Path(tmp) / "map.tif", per_pixel_predictor, classes=CLASSES[:MEMORY_CLASSES],
-            palette=PALETTE[:MEMORY_CLASSES], tile=TILE, overlap=OVERLAP, batch_size=BATCH, progress=progress,
-        )  # fmt: skip
+        model = TileModel(per_pixel_predictor, CLASSES[:MEMORY_CLASSES], PALETTE[:MEMORY_CLASSES])
+        options = PredictOptions(tile=TILE, overlap=OVERLAP, batch_size=BATCH)
+        result = predict_scene(opt, sar, Path(tmp) / "map.tif", model, options, progress=progress)
         seconds = time.perf_counter() - start
         peaks["finish" if phases else "run"] = rss_mib("VmHWM")
         with RasterPair(opt, sar) as pair:
@@ -308,12 +309,12 @@ def memory_run(height: int, width: int) -> dict:
 def read_cost_run(height: int, width: int, folder: Path) -> dict:
     """Seconds reading (and in all) and peak RSS of `predict_scene` over the dense pair in `folder` with the
     trivial predictor, under whatever GDAL_CACHEMAX the environment sets (none: the library's bound)."""
-    from mdseg.engine.predict import predict_scene
+    from mdseg.engine.predict import PredictOptions, PredictOutputs, TileModel, predict_scene
 
     result = predict_scene(
-        folder / "opt.tif", folder / "sar.tif", folder / "map.tif", per_pixel_predictor,
-        classes=CLASSES[:MEMORY_CLASSES], palette=PALETTE[:MEMORY_CLASSES], tile=TILE, overlap=OVERLAP,
-        batch_size=BATCH, progress=False, overwrite=True,
+        folder / "opt.tif", folder / "sar.tif", PredictOutputs(folder / "map.tif", overwrite=True),
+        TileModel(per_pixel_predictor, CLASSES[:MEMORY_CLASSES], PALETTE[:MEMORY_CLASSES]),
+        PredictOptions(tile=TILE, overlap=OVERLAP, batch_size=BATCH), progress=False,
     )  # fmt: skip
     return {
         "height": height,

@@ -9,7 +9,7 @@ from mdseg.config import preset
 from mdseg.models import build_model
 from mdseg.models.cost import model_cost, release_dead_parameters
 
-# The release's counts (shared/oracle READMEs, from its training log and module tree).
+# The release's counts (tests/fixtures/oracle READMEs, from its training log and module tree).
 RELEASE_BACKBONE = 410_328_519
 RELEASE_DECODE_HEAD = 7_247_687
 RELEASE_AUX_HEAD = 592_135
