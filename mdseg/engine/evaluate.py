@@ -10,7 +10,7 @@ import csv
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,10 +18,10 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from mdseg.engine.options import PredictOptions, PredictOutputs
 from mdseg.errors import ClassValueError, DatasetError, GeoreferenceError, InputFileError, OptionError
 from mdseg.geo.grid import Grid
 from mdseg.geo.pair import grid_of
-from mdseg.geo.sar import SarScale
 from mdseg.geo.writer import class_names_from_tags
 from mdseg.io.atomic import AtomicOutputs
 from mdseg.io.raster import open_raster, read_bands, read_classes
@@ -252,29 +252,23 @@ def _has_split(root: Path, split: str) -> bool:
 def evaluate(
     checkpoint: str | Path | SceneModel,
     data: str | Path | EvalData | None = None,
+    options: PredictOptions | None = None,
     *,
     split: str | None = None,
-    steps: int | None = None,
-    seed: int = 0,
-    tile: int | None = None,
-    overlap: int | None = None,
-    batch_size: int = 8,
     device: str = "auto",
     progress: bool | Callable[[int, int], None] = True,
-    opt_bands: Sequence[int] | None = None,
-    sar_bands: Sequence[int] | None = None,
-    sar_scale: SarScale = "auto",
 ) -> EvalResult:
     """Run a checkpoint over every sample of a dataset split and score it against the labels.
 
     `checkpoint`: a path, or a loaded `SceneModel` (e.g. the trainer's model in memory; it is put in eval mode
     for the run and its mode restored after). `data`: a dataset root (`split` / bands as `choose_eval_data`
     picks them), an `EvalData`, or None for the validation split recorded in the checkpoint.
-    Each sample goes through the tiled scene engine (`SceneModel.predict`: `steps`, `seed`, `tile`, `overlap`,
-    `batch_size` as there; the map is written to a scratch folder and removed), then its labels are read
-    through the dataset's label map (unlisted values and 255 ignored; pixels where an input is nodata are
-    excluded) into one confusion matrix over the whole split. `sar_scale`: the dataset's SAR scale, decided
-    once for the dataset when "auto". `device` applies when a path is given.
+    Each sample goes through the tiled scene engine (`SceneModel.predict` with `options`: steps, seed, tile,
+    overlap, batch size as there, None meaning the checkpoint's; the map is written to a scratch folder and
+    removed), then its labels are read through the dataset's label map (unlisted values and 255 ignored; pixels
+    where an input is nodata are excluded) into one confusion matrix over the whole split. The bands read are
+    `options.opt_bands` / `sar_bands` when given (else `data`'s or the layout's default); `options.sar_scale` is
+    the dataset's SAR scale, decided once for the dataset when "auto". `device` applies when a path is given.
 
     Under `torch.distributed` (e.g. torchrun; see `mdseg.runtime.distributed`) each rank runs samples rank, rank + n, …
     and the confusion matrices are summed across ranks (int64), so every rank gets exactly the
@@ -288,11 +282,12 @@ def evaluate(
     from mdseg.data.reader import decide_dataset_sar_scale
     from mdseg.engine.batch import shard_scenes
     from mdseg.engine.checkpoint_predict import SceneModel
-    from mdseg.engine.predict import progress_reporter
+    from mdseg.engine.progress import progress_reporter
 
     model = checkpoint if isinstance(checkpoint, SceneModel) else SceneModel.load(checkpoint, device)
     meta = model.meta
-    target = data if isinstance(data, EvalData) else choose_eval_data(meta, data, split, opt_bands, sar_bands)
+    o = model.sampling(options)
+    target = data if isinstance(data, EvalData) else choose_eval_data(meta, data, split, o.opt_bands, o.sar_bands)
     layout = find_dataset(target.root, target.split, opt_bands=target.opt_bands, sar_bands=target.sar_bands)
     if target.split is None and layout.split is not None:
         raise OptionError(
@@ -300,11 +295,11 @@ def evaluate(
             "say which to evaluate with --split."
         )
     _check_classes(layout, meta)
-    scaling = decide_dataset_sar_scale(layout, sar_scale)
+    scaling = decide_dataset_sar_scale(layout, o.sar_scale)
     ranks = current_ranks()
     rank, world = ranks.shard
     mine = shard_scenes(layout.samples, ranks.shard)  # the same interleaving batch prediction shards with
-    steps, tile, overlap = model.sampling(steps, tile, overlap)
+    per_sample = replace(o, opt_bands=layout.opt_bands, sar_bands=layout.sar_bands, sar_scale=scaling.input)
     cm = ConfusionMatrix(meta.config.num_classes)
     was_training = model.model.training
     model.model.eval()
@@ -313,24 +308,10 @@ def evaluate(
             tempfile.TemporaryDirectory(prefix="mdseg-eval-") as scratch,
             progress_reporter(progress if rank == 0 else False, len(mine), "samples") as advance,
         ):
-            pred_path = Path(scratch) / "prediction.tif"
+            pred_path = PredictOutputs(Path(scratch) / "prediction.tif", overwrite=True)
             for sample in mine:
-                model.predict(
-                    sample.opt,
-                    sample.sar,
-                    pred_path,
-                    steps=steps,
-                    seed=seed,
-                    tile=tile,
-                    overlap=overlap,
-                    batch_size=batch_size,
-                    opt_bands=layout.opt_bands,
-                    sar_bands=layout.sar_bands,
-                    sar_scale=scaling.input,
-                    overwrite=True,
-                    progress=False,
-                )
-                score_sample(pred_path, sample.label, layout.classes, cm)
+                model.predict(sample.opt, sample.sar, pred_path, per_sample, progress=False)
+                score_sample(pred_path.map, sample.label, layout.classes, cm)
                 advance(1)
     finally:
         model.model.train(was_training)
@@ -346,10 +327,10 @@ def evaluate(
         "opt_bands": list(layout.opt_bands),
         "sar_bands": list(layout.sar_bands),
         "sar_scale": scaling.input,
-        "steps": steps,
-        "seed": seed,
-        "tile": tile,
-        "overlap": overlap,
+        "steps": o.steps,
+        "seed": o.seed,
+        "tile": o.tile,
+        "overlap": o.overlap,
         "ranks": world,
     }
     return EvalResult(list(meta.classes), cm, compute_metrics(cm.matrix), inputs)
