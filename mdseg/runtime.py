@@ -6,14 +6,15 @@ One module for what train, eval and batch predict all need:
 - `cpu_threads`: torch's thread count for a block (the scan kernels follow it), restored after.
 - `distributed`: joins torchrun's process group for a block (NCCL on CUDA, gloo otherwise), or uses one already
   started, or runs alone; yields a `Ranks` with the rank, world size and the collectives the callers use
-  (barrier, all-reduce of a tensor, broadcast of a Python object, "did any rank ask to stop").
+  (barrier, all-reduce of a tensor, broadcast of a Python object or of tensors in place, "did any rank ask to
+  stop").
 - `current_ranks`: the `Ranks` of the process group running now, without starting one.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -111,6 +112,16 @@ class Ranks:
         box = [value]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def broadcast_tensors(self, tensors: Iterable[torch.Tensor]) -> None:
+        """Overwrite each tensor, in place, with rank 0's (e.g. a module's buffers); nothing to do alone.
+
+        The tensors must be on the backend's device (CUDA for NCCL, CPU for gloo), as a model's own are.
+        """
+        if self.world == 1:
+            return
+        for tensor in tensors:
+            dist.broadcast(tensor, src=0)
 
     def any(self, flag: bool) -> bool:
         """Whether `flag` is true on any rank (e.g. a stop request: all ranks must stop at the same step)."""

@@ -9,7 +9,7 @@ from mdseg.data.classes import IGNORE, ClassScheme, load_classes_json
 from mdseg.data.dataset import SegmentationDataset
 from mdseg.data.description import DatasetDescription
 from mdseg.data.layout import DatasetLayout, SampleFiles, find_dataset
-from mdseg.data.sampler import GridWindowSampler, RandomWindowSampler, WindowQuery
+from mdseg.data.sampler import GridWindowSampler, IterationBatchSampler, RandomWindowSampler, WindowQuery
 from mdseg.data.stats import BandStats, DatasetStats, band_stats
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "DatasetLayout",
     "DatasetStats",
     "GridWindowSampler",
+    "IterationBatchSampler",
     "RandomWindowSampler",
     "SampleFiles",
     "SegmentationDataset",

@@ -1,4 +1,5 @@
-"""Which window of which sample to read: random windows for training, a covering grid for validation.
+"""Which window of which sample to read: random windows for training (batched per iteration), a covering grid for
+validation.
 
 Samplers yield `WindowQuery`s and the dataset reads exactly the window named (torchgeo's split between samplers
 and datasets). All randomness of query i — the sample, the window and the augmentation seed — comes from
@@ -140,3 +141,31 @@ class GridWindowSampler(Sampler[WindowQuery]):
 
     def __iter__(self) -> Iterator[WindowQuery]:
         return iter(self.queries)
+
+
+class IterationBatchSampler(Sampler[list[WindowQuery]]):
+    """Yields one batch of window queries per training iteration, from `start` to `stop`.
+
+    The j-th sample drawn over the run (j = (iteration · world + rank) · batch + slot) is query j mod E of
+    epoch j div E of a `RandomWindowSampler` (E its epoch length), so iteration i's batch depends on
+    (seed, i, rank) only: resuming at i gives exactly the batches an uninterrupted run would have seen.
+    """
+
+    def __init__(
+        self, windows: RandomWindowSampler, batch: int, start: int, stop: int, rank: int = 0, world: int = 1
+    ) -> None:
+        self.windows, self.batch, self.start, self.stop = windows, batch, start, stop
+        self.rank, self.world = rank, world
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self) -> Iterator[list[WindowQuery]]:
+        per_epoch = self.windows.num_samples
+        for iteration in range(self.start, self.stop):
+            first = (iteration * self.world + self.rank) * self.batch
+            queries = []
+            for j in range(first, first + self.batch):
+                self.windows.set_epoch(j // per_epoch)
+                queries.append(self.windows.query(j % per_epoch))
+            yield queries
