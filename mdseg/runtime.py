@@ -26,20 +26,21 @@ from mdseg.errors import OptionError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' → CUDA when torch sees a GPU (under torchrun the rank's own, from LOCAL_RANK), else CPU.
+    """'auto' → CUDA when torch sees a GPU, else CPU; 'cuda' (no index) and 'auto' on CUDA are this process's own
+    GPU (under torchrun the rank's, from LOCAL_RANK), so the ranks of a run do not all land on GPU 0.
 
-    Any other name ('cpu', 'cuda', 'cuda:1') is taken as given; asking for CUDA without one is an `OptionError`.
+    Other names ('cpu', 'cuda:1') are taken as given; asking for CUDA without one is an `OptionError`.
     """
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank() % torch.cuda.device_count())
-        return torch.device("cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
         raise OptionError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise OptionError(f"device {name!r} asked for, but torch sees no CUDA device here; use --device cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank() % torch.cuda.device_count())
     return device
 
 

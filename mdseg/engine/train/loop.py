@@ -43,7 +43,7 @@ from mdseg.engine.train.validation import validate
 from mdseg.errors import MdsegError, OptionError
 from mdseg.io.atomic import AtomicOutputs
 from mdseg.metrics import compute_metrics
-from mdseg.runtime import Ranks, cpu_threads, distributed, local_rank, resolve_device
+from mdseg.runtime import Ranks, cpu_threads, distributed, resolve_device
 
 
 @dataclass
@@ -75,7 +75,7 @@ def train(
     logs and writes. `say` receives one-line notes for the user (defaults, data, where things go);
     `on_iteration(i)` is called after each finished iteration i (1-based), e.g. for a notebook's own display.
     """
-    device = _rank_device(settings.device)
+    device = resolve_device(settings.device)
     with distributed(device) as ranks, cpu_threads(settings.threads):
         note = (say or _silent) if ranks.main else _silent
         run = _set_up(settings, resume, ranks, device, note)
@@ -373,15 +373,6 @@ def _checkpoint_meta(run: _Run, iteration: int) -> CheckpointMeta:
             "command": " ".join(sys.argv),
         },
     )
-
-
-def _rank_device(name: str) -> torch.device:
-    """`resolve_device(name)`, with a bare "cuda" taken as this rank's own GPU (as "auto" is), so that torchrun's
-    ranks do not all train on GPU 0 and the process group can make it the current device."""
-    device = resolve_device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank() % torch.cuda.device_count())
-    return device
 
 
 def _iteration_seed(seed: int, rank: int, iteration: int) -> int:
