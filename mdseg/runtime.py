@@ -8,7 +8,8 @@ One module for what train, eval and batch predict all need:
   started, or runs alone; yields a `Ranks` with the rank, world size and the collectives the callers use
   (barrier, all-reduce of a tensor, broadcast of a Python object or of tensors in place, "did any rank ask to
   stop").
-- `current_ranks`: the `Ranks` of the process group running now, without starting one.
+- `current_ranks`: the `Ranks` of the process group running now, without starting one; `launched_ranks`: the
+  ranks torchrun gave this process, for work that splits itself without a process group.
 """
 
 from __future__ import annotations
@@ -131,6 +132,14 @@ class Ranks:
         return bool(self.all_reduce_sum(torch.tensor([1.0 if flag else 0.0])).item() > 0)
 
 
+def launched_ranks() -> Ranks:
+    """This process's place as torchrun launched it (RANK, WORLD_SIZE), without a process group: for work that
+    only needs to split itself (batch predict's shards); `Ranks()` outside torchrun."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return Ranks(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
+    return Ranks()
+
+
 def current_ranks() -> Ranks:
     """The `Ranks` of the process group running now; `Ranks()` (0 of 1) without one."""
     if dist.is_available() and dist.is_initialized():
@@ -166,6 +175,7 @@ __all__ = [
     "current_ranks",
     "distributed",
     "launched_distributed",
+    "launched_ranks",
     "local_rank",
     "resolve_device",
 ]

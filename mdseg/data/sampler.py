@@ -14,9 +14,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch.distributed as dist
 from rasterio.windows import Window
 from torch.utils.data import Sampler
+
+from mdseg.runtime import current_ranks
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,10 @@ class WindowQuery:
 
 
 def _rank_and_replicas(rank: int | None, num_replicas: int | None) -> tuple[int, int]:
-    """The given rank / world size, else torch.distributed's when a process group is up, else (0, 1)."""
-    running = dist.is_available() and dist.is_initialized()
-    replicas = num_replicas if num_replicas is not None else (dist.get_world_size() if running else 1)
-    rank = rank if rank is not None else (dist.get_rank() if running else 0)
+    """The given rank / world size, else the running process group's (0 of 1 without one)."""
+    running = current_ranks()
+    replicas = num_replicas if num_replicas is not None else running.world
+    rank = rank if rank is not None else running.rank
     if not 0 <= rank < replicas:
         raise ValueError(f"rank {rank} is not in 0..{replicas - 1}")
     return rank, replicas

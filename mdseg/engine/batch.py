@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +13,7 @@ from mdseg.engine.checkpoint_predict import SceneModel
 from mdseg.engine.options import PredictOptions, PredictOutputs
 from mdseg.engine.progress import ProgressCallback
 from mdseg.errors import InputFileError, MdsegError, OptionError
+from mdseg.runtime import launched_ranks
 
 LOG_NAME = "predict_log.jsonl"
 OUTPUT_SUFFIX = "_landcover.tif"
@@ -92,9 +92,7 @@ def pair_scenes(opt_dir: str | Path, sar_dir: str | Path, pattern: str = "*.tif"
 def parse_shard(text: str | None) -> tuple[int, int]:
     """'i/n' (0-based i < n) → (i, n); None → (RANK, WORLD_SIZE) under torchrun, else (0, 1)."""
     if text is None:
-        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-            return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        return 0, 1
+        return launched_ranks().shard
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
     if match is None or not int(match[1]) < int(match[2]):
         raise OptionError(f"shard must be 'i/n' with 0 <= i < n (e.g. 0/4), got {text!r}")
