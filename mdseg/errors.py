@@ -59,3 +59,16 @@ class DatasetError(MdsegError):
 
 class DatasetLayoutError(DatasetError):
     """A dataset folder fits none of the known layouts, lacks a folder, or its folders hold different files."""
+
+
+class Interrupted(BaseException):
+    """The run was asked to stop by a signal (SIGINT, SIGTERM, SIGHUP): raised in the main thread, so every
+    `with` block unwinds and removes its temporaries. A BaseException, like KeyboardInterrupt, so that code
+    catching `Exception` (a batch that logs a failing scene and goes on) does not swallow it. The CLI exits
+    with 128 + `signum`."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
