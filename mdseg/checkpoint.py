@@ -27,6 +27,7 @@ from mdseg.config import ModelConfig
 from mdseg.data.normalise import Normalisation
 from mdseg.errors import CheckpointError, MdsegError
 from mdseg.io.atomic import AtomicOutputs
+from mdseg.io.failures import writing
 
 FORMAT_VERSION = 1
 METADATA_KEY = "mdseg"  # the safetensors header metadata field that holds the JSON metadata
@@ -165,7 +166,7 @@ def save_checkpoint(
         for key, t in model.state_dict().items()
     }
     path = Path(path)
-    with AtomicOutputs(overwrite=overwrite) as outputs:
+    with AtomicOutputs(overwrite=overwrite) as outputs, writing(path, "checkpoint", also=(SafetensorError,)):
         save_file(tensors, str(outputs.reserve(path)), metadata={METADATA_KEY: json.dumps(metadata.to_dict())})
     return path
 

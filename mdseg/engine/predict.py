@@ -30,6 +30,7 @@ from mdseg.geo.pair import RasterPair, grid_of
 from mdseg.geo.tiles import tile_grid
 from mdseg.geo.vector import polygonise, vector_driver, write_polygons
 from mdseg.io.atomic import AtomicOutputs
+from mdseg.io.failures import writing
 from mdseg.io.raster import open_raster
 
 # Smallest GDAL block cache of a run (bytes), whatever the scene: two full-width block rows of a typical pair
@@ -178,7 +179,16 @@ def predict_scene(
             open_files.enter_context(rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(pair, o.tile)))
         tiles = tile_grid(pair.window.height, pair.window.width, o.tile, o.overlap)
         sink = MapSink(
-            pair.grid, pair.window, tiles[0].height, model.classes, model.palette, o.samples, atomic, open_files, tmp
+            pair.grid,
+            pair.window,
+            tiles[0].height,
+            model.classes,
+            model.palette,
+            o.samples,
+            atomic,
+            open_files,
+            tmp,
+            targets=targets,
         )
         runner = TileRunner(pair, model, o, device)
         blender = TileBlender(tiles, pair.window.height, pair.window.width, len(model.classes) + (o.samples > 1))
@@ -202,7 +212,7 @@ def predict_scene(
             geoms, ids, areas = polygonise(
                 tmp["map"], model.classes, simplify_m=o.simplify_m, min_area_m2=o.min_area_m2
             )
-            write_polygons(tmp["vector"], geoms, ids, areas, model.classes, pair.grid.crs, driver)
+            write_polygons(tmp["vector"], geoms, ids, areas, model.classes, pair.grid.crs, driver, target=out.vector)
             timer["vector"] = time.perf_counter() - t0
         timer["total"] = time.perf_counter() - started
         # The record holds the options as run: defaults filled in, bands as selected.
@@ -226,7 +236,8 @@ def predict_scene(
             "versions": _versions(),
             **dict(run_info or {}),
         }
-        tmp["sidecar"].write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
+        with writing(out.sidecar, "run record"):
+            tmp["sidecar"].write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
     return result
 
 

@@ -1,10 +1,13 @@
 """The write side of scene prediction: blended blocks → class map, probabilities and confidence bytes, streamed to
-COGs a full-width row band at a time, with the class table (pixels and area per class) counted on the way."""
+COGs a full-width row band at a time, with the class table (pixels and area per class) counted on the way.
+
+A write that fails (no space left, a read-only file system, permission denied) is an `OutputError` naming the
+output the user asked for and the cause."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,15 @@ from mdseg.geo.blend import BlendedBlock
 from mdseg.geo.grid import Grid, pixel_areas_m2
 from mdseg.geo.writer import CLASS_NODATA, StreamingCOG, class_aux_xml, class_colormap, class_tags
 from mdseg.io.atomic import AtomicOutputs
+from mdseg.io.failures import writing
+
+# What each output is called in error messages.
+OUTPUT_NAMES = {
+    "map": "land-cover map",
+    "probabilities": "probability raster",
+    "confidence": "confidence raster",
+    "aux": "class table sidecar",
+}
 
 
 class MapSink:
@@ -23,6 +35,10 @@ class MapSink:
     A band is the rows one tile row finishes (at most a tile high); its blocks arrive left to right, and the
     band goes to the writers when its last block is in. Only uint8 bands are full width, so the sink's memory is
     (output bands) × tile height × scene width bytes (plus a validity band when a masked raster is written).
+
+    `tmp` maps each output ("map", "aux", and "probabilities" / "confidence" when asked for) to the path written;
+    `targets` to the path errors name (the user's, when `tmp` holds temporaries beside them; default `tmp`; the
+    map's sidecar by default `<map>.aux.xml`).
     """
 
     def __init__(
@@ -36,8 +52,13 @@ class MapSink:
         outputs: AtomicOutputs,
         open_files: ExitStack,
         tmp: dict[str, Path],
+        *,
+        targets: Mapping[str, str | Path] | None = None,
     ) -> None:
         self.grid, self.window, self.classes, self.palette, self.tmp = grid, window, classes, palette, tmp
+        self.targets = {name: Path(path) for name, path in {**tmp, **(targets or {})}.items()}
+        if targets and "map" in targets and "aux" not in targets:  # GDAL's sidecar of the map
+            self.targets["aux"] = self.targets["map"].with_name(self.targets["map"].name + ".aux.xml")
         self.k = len(classes)
         self.row0, self.col0 = int(window.row_off), int(window.col_off)
         self.pixels = np.zeros(256, dtype=np.int64)
@@ -51,7 +72,8 @@ class MapSink:
         self.valid = np.zeros((band_rows if masked else 0, grid.width), dtype=bool)
 
         def open_writer(name: str, count: int, fill: int, **kwargs: object) -> None:
-            writer = StreamingCOG(outputs.scratch(tmp[name]), grid, count, **kwargs)
+            with self._writing(name):
+                writer = StreamingCOG(outputs.scratch(tmp[name]), grid, count, **kwargs)
             open_files.callback(writer.close)
             self.writers[name] = writer
             self.bands[name] = np.full((count, band_rows, grid.width), fill, dtype=np.uint8)
@@ -92,7 +114,8 @@ class MapSink:
         if block.col + m == int(self.window.width):
             self._fill_to(self.row0 + block.row)
             for name, writer in self.writers.items():
-                writer.write(self.bands[name][:, :n], self.valid[:n] if writer.masked else None)
+                with self._writing(name):
+                    writer.write(self.bands[name][:, :n], self.valid[:n] if writer.masked else None)
 
     def finish(self) -> None:
         """Fill rows below the region with nodata and convert every raster to a COG; write the map's RAT."""
@@ -101,8 +124,10 @@ class MapSink:
         self.bands.clear()
         self.valid = np.zeros((0, self.grid.width), dtype=bool)
         for name, writer in self.writers.items():
-            writer.finish(self.tmp[name])
-        self.tmp["aux"].write_text(class_aux_xml(self.classes, self.palette))
+            with self._writing(name):
+                writer.finish(self.tmp[name])
+        with self._writing("aux"):
+            self.tmp["aux"].write_text(class_aux_xml(self.classes, self.palette))
 
     def class_table(self) -> list[dict]:
         """Per class: id, name, pixels, area (km²), percent of classified pixels."""
@@ -128,10 +153,15 @@ class MapSink:
         while (done := self.writers["map"].rows_written) < row:
             n = min(row - done, self.band_rows)
             empty = np.zeros((n, self.grid.width), dtype=bool)
-            for writer in self.writers.values():
-                fill = CLASS_NODATA if writer is self.writers["map"] else 0
+            for name, writer in self.writers.items():
+                fill = CLASS_NODATA if name == "map" else 0
                 values = np.full((writer.count, n, self.grid.width), fill, dtype=np.uint8)
-                writer.write(values, empty if writer.masked else None)
+                with self._writing(name):
+                    writer.write(values, empty if writer.masked else None)
+
+    def _writing(self, name: str) -> AbstractContextManager[None]:
+        """A failed write of output `name` as an `OutputError` naming its target."""
+        return writing(self.targets[name], OUTPUT_NAMES[name])
 
 
 def _to_byte(p: np.ndarray) -> np.ndarray:

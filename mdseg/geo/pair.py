@@ -10,6 +10,7 @@ from typing import Literal
 
 import numpy as np
 import rasterio
+from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
@@ -73,6 +74,54 @@ def footprint_window(opt: Grid, sar: Grid) -> Window | None:
     if col1 <= col0 or row1 <= row0:
         return None
     return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def refuse_unmapped(src: rasterio.DatasetReader, role: str, path: Path, target_crs: CRS | None) -> None:
+    """Refuse, naming the cause and the gdalwarp command that fixes it, a raster without a map grid that is
+    georeferenced by ground control points or RPCs (raw satellite geometry); return when it has neither.
+
+    mdseg does not warp such a raster itself: the optical raster is the output grid, and a grid GDAL would
+    choose for it is not the user's; SAR could be warped onto the optical grid, but rasterio's warped views
+    take only a geotransform. `target_crs`: the CRS to warp into (the optical one for SAR), else one is
+    suggested from where the raster lies (its UTM zone).
+    """
+    gcps, gcp_crs = src.gcps
+    if gcps:
+        crs = target_crs or _utm_near(gcp_crs, [(g.x, g.y) for g in gcps])
+        raise GeoreferenceError(
+            f"{role} raster '{path}' is georeferenced by {len(gcps)} ground control points, not a map grid; "
+            f"warp it first: gdalwarp -t_srs {_crs_text(crs)} -r bilinear {path} {_warped_name(path)}"
+        )
+    if src.rpcs is not None:
+        crs = target_crs or _utm_near(CRS.from_epsg(4326), [(src.rpcs.long_off, src.rpcs.lat_off)])
+        raise GeoreferenceError(
+            f"{role} raster '{path}' is georeferenced by RPCs (a sensor model), not a map grid; orthorectify it "
+            f"first: gdalwarp -rpc -to RPC_DEM=<your DEM> -t_srs {_crs_text(crs)} -r bilinear {path} "
+            f"{_warped_name(path)}"
+        )
+
+
+def _utm_near(crs: CRS | None, points: Sequence[tuple[float, float]]) -> CRS | None:
+    """A projected `crs` as is; for geographic coordinates the WGS 84 UTM zone of their mean; None if unknown."""
+    if crs is None or not points:
+        return None
+    if not crs.is_geographic:
+        return crs
+    lon = sum(p[0] for p in points) / len(points)
+    lat = sum(p[1] for p in points) / len(points)
+    zone = min(60, max(1, int((lon + 180) // 6) + 1))
+    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+
+
+def _crs_text(crs: CRS | None) -> str:
+    if crs is None:
+        return "EPSG:XXXX"
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else f"'{crs.to_wkt()}'"
+
+
+def _warped_name(path: Path) -> Path:
+    return path.with_name(f"{path.stem}_warped.tif")
 
 
 def warped_onto(src: rasterio.DatasetReader, grid: Grid, src_nodata: float | None) -> WarpedVRT:
@@ -203,11 +252,13 @@ class RasterPair:
 
     def _check_crs(self, sar_grid: Grid) -> None:
         if self.grid.crs is None:
+            refuse_unmapped(self._opt, "Optical", self.opt_path, None)
             raise GeoreferenceError(
                 f"Optical raster '{self.opt_path}' has no CRS, so the map could not be placed; "
                 "assign one (e.g. gdal_edit.py -a_srs EPSG:XXXX) and retry."
             )
         if sar_grid.crs is None:
+            refuse_unmapped(self._sar_file, "SAR", self.sar_path, self.grid.crs)
             raise GeoreferenceError(
                 f"SAR raster '{self.sar_path}' has no CRS while the optical raster is in {self.grid.crs}; "
                 "assign the SAR file its CRS (e.g. gdal_edit.py -a_srs) and retry."

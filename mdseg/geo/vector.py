@@ -7,15 +7,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pyogrio.errors
 import pyogrio.raw
-import rasterio
+import rasterio.crs
 import rasterio.features
 import shapely
 from affine import Affine
+from rasterio.windows import Window
 
 from mdseg.errors import OutputError
 from mdseg.geo.grid import Grid, pixel_areas_m2
 from mdseg.geo.writer import CLASS_NODATA
+from mdseg.io.failures import writing
+from mdseg.io.raster import open_raster, read_errors
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 # Rows polygonised at once: bounds the raster memory of a pass (rows × width bytes) on any scene.
@@ -44,15 +48,17 @@ def polygonise(
     The raster is read `_BLOCK_ROWS` rows at a time; polygons touching a block seam are dissolved per class so
     no polygon is cut at a block boundary. `simplify_m` (metres) simplifies, topology-preserving per polygon;
     polygons smaller than `min_area_m2` (m²) are dropped. Returns (geometries (N,) shapely Polygons,
-    class ids (N,) int32, areas (N,) float64 m²).
+    class ids (N,) int32, areas (N,) float64 m²). A raster that cannot be read is an `InputFileError`.
     """
-    with rasterio.open(class_raster) as src:
+    with open_raster(class_raster, "Class") as src:
         grid = Grid(crs=src.crs, transform=src.transform, width=src.width, height=src.height)
         inner: list[list[shapely.Polygon]] = [[] for _ in classes]
         seam: list[list[shapely.Polygon]] = [[] for _ in classes]
         for row0 in range(0, grid.height, _BLOCK_ROWS):
             row1 = min(row0 + _BLOCK_ROWS, grid.height)
-            block = src.read(1, window=((row0, row1), (0, grid.width)))
+            window = Window(0, row0, grid.width, row1 - row0)
+            with read_errors(src, window):
+                block = src.read(1, window=window)
             # Pixel coordinates (col, row) so seam tests are exact integer comparisons.
             shapes = rasterio.features.shapes(
                 block, mask=block != CLASS_NODATA, connectivity=4, transform=Affine.translation(0, row0)
@@ -92,19 +98,27 @@ def write_polygons(
     classes: Sequence[str],
     crs: rasterio.crs.CRS | None,
     driver: str,
+    *,
+    target: str | Path | None = None,
 ) -> None:
-    """Write polygons with fields class_id, class_name, area_m2 to `path` (GeoPackage or GeoJSON)."""
+    """Write polygons with fields class_id, class_name, area_m2 to `path` (GeoPackage or GeoJSON).
+
+    A failed write (no space left, read-only file system, permission denied) is an `OutputError` naming
+    `target` (the user's path, when `path` is a temporary beside it; default `path`).
+    """
     names = np.array([classes[i] for i in class_ids], dtype=object)
-    pyogrio.raw.write(
-        str(path),
-        shapely.to_wkb(geometries),
-        [class_ids, names, areas_m2],
-        ["class_id", "class_name", "area_m2"],
-        layer="landcover",
-        driver=driver,
-        geometry_type="Polygon",
-        crs=crs.to_wkt() if crs is not None else None,
-    )
+    failures = (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError)
+    with writing(target or path, "polygons", failures, written=path):
+        pyogrio.raw.write(
+            str(path),
+            shapely.to_wkb(geometries),
+            [class_ids, names, areas_m2],
+            ["class_id", "class_name", "area_m2"],
+            layer="landcover",
+            driver=driver,
+            geometry_type="Polygon",
+            crs=crs.to_wkt() if crs is not None else None,
+        )
 
 
 def _metres_per_pixel(grid: Grid) -> float:

@@ -3,6 +3,9 @@ reading the names back."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,6 +16,7 @@ import rasterio
 import rasterio.shutil
 
 from mdseg.geo.grid import Grid
+from mdseg.io.failures import io_error_types
 
 CLASS_NODATA = 255
 # Internal tile size of the intermediate and the COG (px): GDAL's COG default, good for HTTP range reads.
@@ -54,6 +58,7 @@ class StreamingCOG:
     ) -> None:
         self.grid, self.count, self.masked = grid, count, masked
         self.overview_resampling = overview_resampling
+        _mute_libtiff_global_errors()
         self._dst = rasterio.open(
             scratch,
             "w",
@@ -124,8 +129,10 @@ class StreamingCOG:
         )
 
     def close(self) -> None:
-        """Close the intermediate without converting it (after an error)."""
-        self._dst.close()
+        """Close the intermediate without converting it (after an error). Its failure is not raised: the
+        intermediate is thrown away, and on a full disk a second "write failed" would hide the first error."""
+        with contextlib.suppress(*io_error_types()):
+            self._dst.close()
 
     def _flush(self) -> None:
         n = self._filled
@@ -135,6 +142,26 @@ class StreamingCOG:
             self._dst.write_mask(self._mask[:n], window=window)
         self._row += n
         self._filled = 0
+
+
+@functools.cache
+def _mute_libtiff_global_errors() -> None:
+    """Mute libtiff's global error handler, once per process.
+
+    A write failure of GDAL's file layer ("_tiffWriteProc: No space left on device.") is reported through
+    libtiff's global handler, which GDAL (built on libtiff ≥ 4.5, with per-file handlers) leaves at libtiff's
+    default: a line printed straight to stderr, beside the `OutputError` mdseg raises for the same failure. GDAL's
+    per-file errors, and so every exception rasterio raises, are unaffected. Linux only (the loaded libtiff is
+    found in /proc/self/maps); elsewhere nothing changes.
+    """
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return
+    libraries = {fields[5] for line in maps.splitlines() if len(fields := line.split(maxsplit=5)) == 6}
+    for path in sorted(p for p in libraries if Path(p).name.startswith("libtiff")):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(path).TIFFSetErrorHandler(None)
 
 
 def class_colormap(palette: Sequence[Sequence[int]]) -> dict[int, tuple[int, int, int, int]]:

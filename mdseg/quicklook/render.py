@@ -11,6 +11,7 @@ from matplotlib.patches import Patch
 from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
 from mdseg.errors import OutputError
+from mdseg.io.failures import writing
 from mdseg.quicklook.panels import NODATA_COLOUR, NODATA_HATCH, QuickLook, length_text
 
 # Picture geometry: each panel is PANEL_PX wide (narrower for scenes taller than MAX_ASPECT), plus MARGIN_PX,
@@ -21,9 +22,12 @@ MAX_ASPECT = 1.6
 DPI = 100
 
 
-def render_quicklook(look: QuickLook, path: str | Path, fmt: str = "png") -> None:
+def render_quicklook(look: QuickLook, path: str | Path, fmt: str = "png", *, target: str | Path | None = None) -> None:
     """Draw `look` and save it to `path` in `fmt`: panels side by side (titles, no ticks), a scale bar on the
-    first, the legend below, the caption on top; `PANEL_PX` per panel at `DPI`."""
+    first, the legend below, the caption on top; `PANEL_PX` per panel at `DPI`.
+
+    A failed write (no space left, read-only file system, permission denied) is an `OutputError` naming
+    `target`, the user's path when `path` is a temporary beside it; without it, the folder of `path`."""
     n = len(look.panels)
     h, w = look.panels[0].rgba.shape[:2]
     box_w = min(PANEL_PX, PANEL_PX * MAX_ASPECT * w / h)
@@ -62,7 +66,12 @@ def render_quicklook(look: QuickLook, path: str | Path, fmt: str = "png") -> Non
             for e in look.legend
         ]
         fig.legend(handles=handles, loc="outside lower center", ncols=columns, frameon=False, fontsize=11)
-    fig.savefig(path, format=fmt, dpi=DPI, facecolor="white")
+    if target is not None:
+        failure = writing(target, "quick-look picture", written=path)
+    else:
+        failure = writing(Path(path).parent, "a quick-look picture into")
+    with failure:
+        fig.savefig(path, format=fmt, dpi=DPI, facecolor="white")
 
 
 def picture_format(out: Path) -> str:
