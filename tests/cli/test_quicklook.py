@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -138,16 +137,14 @@ def test_a_big_scene_is_read_decimated_not_whole(tmp_path):
         with rasterio.open(paths[name], "w", count=count, dtype=dtype, nodata=nodata, **profile) as d:
             d.write(np.full((count, 512, side), 7, dtype), window=Window(0, 4096, side, 512))  # the rest stays empty
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         out = quicklook(paths["opt"], paths["sar"], paths["pred"], tmp_path / "big.png", max_size=256)
-        seconds = time.perf_counter() - start
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    # A whole read of the class map alone is 64 MB; of the optical 384 MB.
+    # A whole read of the class map alone is 64 MB; of the optical 384 MB. No time bound: how long the reads take
+    # depends on the machine and its load; the memory bound is what shows they are decimated.
     assert peak < 48e6, f"peak {peak / 1e6:.0f} MB"
-    assert seconds < 15
     assert picture(out).shape[1] == 1600
 
 

@@ -59,7 +59,8 @@ def peak_rss_mib(height: int, width: int, folder) -> dict:
         text=True,
         env=env,
         check=True,
-        timeout=300,
+        # Generous: a 16384² scene on a busy shared machine took over 300 s; the bound only stops a hung run.
+        timeout=1800,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
