@@ -1,4 +1,4 @@
-"""Checkpoints in mdseg's own format: save, load, read the metadata, the shipped demo weights.
+"""Checkpoints in mdseg's own format: save, load, read and rewrite the metadata, the shipped demo weights.
 
 Format (version 1): one `*.safetensors` file. The tensors are the model's state dict (float32, or float16 /
 bfloat16 to halve the size; loading always gives float32). The safetensors header's metadata holds one string
@@ -215,6 +215,32 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     return model.to(device).eval(), meta
 
 
+def rewrite_metadata(path: str | Path, metadata: CheckpointMeta, out: str | Path | None = None) -> Path:
+    """Replace the mdseg metadata of the checkpoint at `path` with `metadata`, leaving every tensor's bytes as
+    they are (dtype, shape and data copied verbatim: only the safetensors header changes). Writes `out` (default:
+    `path` itself), all or nothing. `CheckpointError` when `metadata` describes another model than the file's."""
+    path = _existing(path)
+    old = read_checkpoint_meta(path)
+    if metadata.config != old.config:
+        raise CheckpointError(f"the new metadata's model config differs from the one of '{path}'; its weights stay")
+    target = Path(out) if out is not None else path
+    # the files close before the outputs commit (exits run last to first): the rename never meets an open file
+    with (
+        AtomicOutputs(overwrite=True) as outputs,
+        open(path, "rb") as src,
+        open(outputs.reserve(target), "wb") as dst,
+    ):
+        size = int.from_bytes(src.read(8), "little")
+        header = json.loads(src.read(size))
+        header["__metadata__"] = {**header.get("__metadata__", {}), METADATA_KEY: json.dumps(metadata.to_dict())}
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)  # safetensors keeps the data that follows 8-byte aligned
+        dst.write(len(text).to_bytes(8, "little") + text)
+        while block := src.read(1 << 20):  # tensor offsets count from the end of the header: unchanged
+            dst.write(block)
+    return target
+
+
 def sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file, read `chunk` bytes at a time (for run records)."""
     digest = hashlib.sha256()
@@ -273,6 +299,7 @@ __all__ = [
     "demo_checkpoint",
     "load_checkpoint",
     "read_checkpoint_meta",
+    "rewrite_metadata",
     "save_checkpoint",
     "sha256",
 ]

@@ -9,7 +9,13 @@ Steps (each is a public mdseg command; this script only chains them and stores t
 2. `mdseg train --data build/demo/synth-train --model tiny --iters 1000 --batch-size 4 --crop 256
    --val-every 250 --seed 0 --out build/demo/run` on CPU.
 3. The best checkpoint, weights stored as float16 (half the size; loading gives float32), its provenance marked
-   as the demo, written to `mdseg/weights/demo_tiny.safetensors`.
+   as the demo and cleaned of the building machine's paths (`demo_provenance`), written to
+   `mdseg/weights/demo_tiny.safetensors`.
+
+    python scripts/make_demo_weights.py --clean-provenance
+
+only rewrites the shipped file's provenance that way (`mdseg.checkpoint.rewrite_metadata`: the header changes,
+every tensor's bytes stay).
 
 Training on CPU is deterministic for a given machine and thread count; other CPUs may differ in the last bits.
 """
@@ -25,12 +31,37 @@ from pathlib import Path
 import mdseg  # noqa: F401  # isort: skip  (before torch: sets OMP_WAIT_POLICY)
 import torch
 
-from mdseg.checkpoint import DEMO_CHECKPOINT, load_checkpoint, save_checkpoint
+from mdseg.checkpoint import DEMO_CHECKPOINT, load_checkpoint, read_checkpoint_meta, rewrite_metadata, save_checkpoint
 
 DEMO_NOTE = (
     "mdseg demo weights: the tiny preset trained on synthetic scenes from `mdseg synth` "
     "(scripts/make_demo_weights.py); train on your own data for real maps"
 )
+
+
+def demo_provenance(provenance: dict) -> dict:
+    """`provenance` marked as the demo's, without the scratch run folder and without any absolute path of the
+    machine that built it: such paths become their last part, the command starts with `mdseg`."""
+
+    def clean(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, str) and Path(value).is_absolute():
+            return Path(value).name
+        return value
+
+    out = {k: clean(v) for k, v in provenance.items() if k != "run"}
+    command = provenance.get("command")
+    if isinstance(command, str) and command:
+        words = command.split()
+        words = ["mdseg"] + [
+            "=".join(str(clean(part)) for part in word.split("=", 1)) if word.startswith("--") else str(clean(word))
+            for word in words[1:]
+        ]
+        out["command"] = " ".join(words)
+    return {**out, "demo": True, "note": DEMO_NOTE}
 
 
 def run(*args: str) -> None:
@@ -44,7 +75,15 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=DEMO_CHECKPOINT)
     parser.add_argument("--skip-training", action="store_true", help="only convert an existing run's best")
+    parser.add_argument(
+        "--clean-provenance", action="store_true", help="only rewrite --out's provenance (weights untouched)"
+    )
     args = parser.parse_args()
+    if args.clean_provenance:
+        meta = read_checkpoint_meta(args.out)
+        rewrite_metadata(args.out, replace(meta, provenance=demo_provenance(meta.provenance)))
+        print(f"rewrote the provenance of {args.out}")
+        return
 
     data, run_dir = args.work / "synth-train", args.work / "run"
     if not args.skip_training:
@@ -56,9 +95,7 @@ def main() -> None:
             "--device", "cpu",
         )  # fmt: skip
     model, meta = load_checkpoint(run_dir / "best.safetensors")
-    provenance = {**meta.provenance, "demo": True, "note": DEMO_NOTE}
-    provenance.pop("run", None)  # a scratch path on the machine that built it
-    meta = replace(meta, provenance=provenance)
+    meta = replace(meta, provenance=demo_provenance(meta.provenance))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(args.out, model, meta, dtype=torch.float16)
     print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB), val mIoU {meta.provenance.get('val_miou')}")

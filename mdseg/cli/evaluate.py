@@ -168,7 +168,7 @@ def _eval_dataset(
             checkpoint, note = latest_run_checkpoint()
             notes.append(note)
         meta = read_checkpoint_meta(checkpoint)
-        target = choose_eval_data(meta, data, split, options.opt_bands, options.sar_bands)
+        target = choose_eval_data(meta, data, split, options.opt_bands, options.sar_bands, checkpoint=checkpoint)
         if data is None or split is None:
             notes.append(target.describe())
         if talk:

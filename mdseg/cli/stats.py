@@ -16,7 +16,11 @@ def stats(
     data: opt_.DataDir,
     split: Annotated[
         str | None,
-        typer.Option("--split", help="Split folder or list file. Default: all files, or train/ in a split dataset."),
+        typer.Option(
+            "--split",
+            help="Split name, folder or list file, e.g. the split `mdseg train` drew for a dataset without splits: "
+            "runs/NAME/splits/train.txt. Default: all files, or train/ in a split dataset.",
+        ),
     ] = None,
     opt_bands: opt_.OptBands = None,
     sar_bands: opt_.SarBands = None,

@@ -14,7 +14,12 @@ from mdseg.cli.console import console, err_console
 
 TRAIN_HELP = """Defaults (chosen for the device): `tiny` on CPU, `small` on GPU; 2000 iterations on CPU (20000 on GPU);
 batch 4 (8); learning rate per preset scaled to the batch; warm-up 10 % of --iters (at most 1500); validation
-and checkpoints every 10 % of the run on the `val` split when the dataset has one.
+and checkpoints every 10 % of the run (at least every iteration) on the `val` split.
+
+Splits: a dataset without splits of its own (WHU-OPT-SAR and Hunan as distributed) is split by scene, 70 / 20 /
+10 % train / val / test (--val-fraction, --test-fraction; seeded by --split-seed, default --seed), every class in
+val where possible; the lists go to RUN/splits/train.txt, val.txt, test.txt, a resumed run keeps them and
+`mdseg eval` scores the checkpoint on the test list. --split / --val-split give your own split instead.
 
 Multi-GPU / multi-node: torchrun --nproc_per_node=K -m mdseg train --data DIR … (DistributedDataParallel; NCCL on
 GPU, gloo on CPU; --batch-size is per process; rank 0 logs and writes)."""
@@ -40,12 +45,38 @@ def train(
         bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model [no].")
     ] = None,
     seed: opt_.Seed = None,
-    val_every: Annotated[int | None, typer.Option("--val-every", help="Iterations between validations.")] = None,
-    save_every: Annotated[int | None, typer.Option("--save-every", help="Iterations between checkpoints.")] = None,
+    val_every: Annotated[
+        int | None, typer.Option("--val-every", help="Iterations between validations [10 % of --iters, at least 1].")
+    ] = None,
+    save_every: Annotated[
+        int | None, typer.Option("--save-every", help="Iterations between checkpoints [--val-every].")
+    ] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="DataLoader worker processes [2].")] = None,
-    split: Annotated[str | None, typer.Option("--split", help="Training split folder or list file [train].")] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            "--split", help="Training split folder or list file. Default: train, drawn when the dataset has no splits."
+        ),
+    ] = None,
     val_split: Annotated[
-        str | None, typer.Option("--val-split", help="Validation split [val, when the dataset has one].")
+        str | None,
+        typer.Option("--val-split", help="Validation split. Default: val, drawn when the dataset has no splits."),
+    ] = None,
+    split_seed: Annotated[
+        int | None,
+        typer.Option(
+            "--split-seed", help="Seed of the scene split drawn for a dataset without splits [--seed].", min=0
+        ),
+    ] = None,
+    val_fraction: Annotated[
+        float | None,
+        typer.Option("--val-fraction", help="Scenes for validation in a drawn split, 0–1 [0.2].", min=0.0, max=1.0),
+    ] = None,
+    test_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--test-fraction", help="Scenes held out for testing in a drawn split, 0–1 [0.1].", min=0.0, max=1.0
+        ),
     ] = None,
     opt_bands: opt_.OptBands = None,
     sar_bands: opt_.SarBands = None,

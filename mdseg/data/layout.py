@@ -11,14 +11,16 @@ Layouts, tried in this order in DIR (or, for a split, in DIR/<split>):
   Hunan (13 + 2); other counts need the optical / SAR band lists.
 
 Splits: a folder per split (`DIR/train/…`), or a text file of sample names, one per line (`DIR/<split>.txt`, or
-the path of any text file). Without a split: all files when DIR itself holds a layout, else `train`.
+the path of any text file). Without a split: all files when DIR itself holds a layout, else `train`. A dataset
+without splits (WHU-OPT-SAR and Hunan as distributed) gets one drawn by `mdseg train` (see `mdseg.data.splits`),
+written as list files into its run folder.
 A `classes.json` at the dataset root overrides the known datasets' classes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import rasterio
@@ -78,6 +80,16 @@ class DatasetLayout:
     classes: ClassScheme
     normalisation: Normalisation | None
 
+    def subset(self, names: Sequence[str], split: str) -> DatasetLayout:
+        """This layout restricted to the samples `names` (in that order), called `split`; `DatasetError` for a
+        name it does not hold."""
+        by_name = {s.name: s for s in self.samples}
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            shown = ", ".join(unknown[:5]) + (" …" if len(unknown) > 5 else "")
+            raise DatasetError(f"split '{split}' lists {len(unknown)} sample(s) '{self.root}' does not hold: {shown}.")
+        return replace(self, split=split, samples=tuple(by_name[n] for n in dict.fromkeys(names)))
+
     def provenance(self) -> dict:
         """JSON-ready facts about where the data came from."""
         return {
@@ -113,10 +125,17 @@ def find_dataset(
         pairs = _select(pairs, names, split)
     if kind == "stacked":
         pairs = [(n, {"opt": p["image"], "sar": p["image"], "label": p["label"]}) for n, p in pairs]
-    opt_sel, sar_sel = _default_bands(kind, pairs[0][1]["opt"], opt_bands, sar_bands)
+    opt_sel, sar_sel = _published(kind, pairs[0][1]["opt"], opt_bands, sar_bands)
     samples, (opt_sel, sar_sel), (opt_names, sar_names) = _scan(pairs, opt_sel, sar_sel, kind)
     known = _known(kind, len(opt_names) + len(sar_names) if kind == "stacked" else None)
-    default_bands = opt_bands is None and sar_bands is None
+    # the published band names and normalisation describe the published bands only: a folder of that layout
+    # with other band counts keeps its files' band names and computes its normalisation
+    published = (
+        opt_bands is None
+        and sar_bands is None
+        and known is not None
+        and (len(opt_names), len(sar_names)) == (len(known[1]), len(known[2]))
+    )
     classes_file = root / CLASSES_FILE
     if classes_file.is_file():
         classes = load_classes_json(classes_file)
@@ -124,7 +143,7 @@ def find_dataset(
         classes = known[0]
     else:  # reads every label: only for datasets that do not name their classes
         classes = identity_scheme(set().union(*(distinct_values(s.label, "Label") for s in samples)))
-    if known is not None and default_bands:
+    if published:
         opt_names, sar_names = known[1], known[2]
     return DatasetLayout(
         kind=kind,
@@ -136,7 +155,7 @@ def find_dataset(
         opt_band_names=tuple(opt_names),
         sar_band_names=tuple(sar_names),
         classes=classes,
-        normalisation=known[3] if known is not None and default_bands else None,
+        normalisation=known[3] if published else None,
     )
 
 
@@ -181,11 +200,17 @@ def _locate(root: Path, split: str | None) -> tuple[str, dict[str, Path], list[s
     candidates = [Path(split), root / split, root / f"{split}.txt"]
     list_file = next((p for p in candidates if p.is_file()), None)
     if list_file is None:
+        hint = ""
+        if split in ("train", "val", "test") and not any((root / f"{n}.txt").is_file() for n in ("train", "val")):
+            hint = (
+                f"; it has no splits of its own: `mdseg train --data {root.name}` draws one into its run folder, and "
+                f"that run's list (runs/NAME/splits/{split}.txt) can be given as the split"
+            )
         raise DatasetError(
             f"dataset '{root}' has no split '{split}': looked for the folder '{root / split}', the folders "
-            f"'cat/{split}' + 'label/{split}', and a list of sample names in '{root / (split + '.txt')}'."
+            f"'cat/{split}' + 'label/{split}', and a list of sample names in '{root / (split + '.txt')}'{hint}."
         )
-    return here[0], here[1], _read_names(list_file), split
+    return here[0], here[1], read_list_file(list_file), split
 
 
 def _stacked_split(root: Path, split: str) -> dict[str, Path] | None:
@@ -217,7 +242,7 @@ def _no_layout_message(folder: Path) -> str:
     return f"dataset folder '{folder}' fits no known layout; expected {expected}."
 
 
-def _read_names(path: Path) -> list[str]:
+def read_list_file(path: Path) -> list[str]:
     """Sample names listed in a split file, one per line (extensions dropped, blank lines and # comments skipped)."""
     names = []
     for line in path.read_text().splitlines():
@@ -237,7 +262,7 @@ def _select(pairs: list, names: list[str], split: str | None) -> list:
     return [(n, by_name[n]) for n in dict.fromkeys(names)]
 
 
-def _default_bands(
+def _published(
     kind: str, first: Path, opt_bands: Sequence[int] | None, sar_bands: Sequence[int] | None
 ) -> tuple[list[int] | None, list[int] | None]:
     """Bands to read; for stacked tiles the optical / SAR split of the bands of one file."""
@@ -273,8 +298,14 @@ def _scan(
             open_raster(files["sar"], "SAR") as sar,
             open_raster(files["label"], "Label") as lab,
         ):
-            opt_b = select_bands(opt, opt_sel, "Optical", None if index == 0 else len(names[0]))
-            sar_b = select_bands(sar, sar_sel, "SAR", None if index == 0 else len(names[1]))
+            opt_b = select_bands(opt, opt_sel, "Optical", None)
+            sar_b = select_bands(sar, sar_sel, "SAR", None)
+            if index > 0 and (len(opt_b), len(sar_b)) != (len(chosen[0]), len(chosen[1])):
+                raise DatasetError(
+                    f"sample '{name}' has {len(opt_b)} optical and {len(sar_b)} SAR band(s) but '{pairs[0][0]}' has "
+                    f"{len(chosen[0])} and {len(chosen[1])}; every sample of a dataset needs the same bands (or choose "
+                    "them with the optical / SAR band lists)."
+                )
             shapes = {(s.height, s.width) for s in (opt, sar, lab)}
             if len(shapes) != 1:
                 raise DatasetError(

@@ -172,14 +172,17 @@ _EVAL_SPLIT = "val"
 
 @dataclass(frozen=True)
 class EvalData:
-    """Which dataset an evaluation runs on: its root folder, split (None: `find_dataset`'s default), the 1-based
-    bands to read (None: the layout's default) and where that choice came from ("given" or "checkpoint")."""
+    """Which dataset an evaluation runs on: its root folder, split (None: `find_dataset`'s default; a name, folder
+    or list file), the 1-based bands to read (None: the layout's default), where that choice came from ("given"
+    or "checkpoint") and, for a checkpoint's, which of its recorded splits it is ("validation", "test", "training",
+    or "data" when only the dataset folder is the checkpoint's)."""
 
     root: Path
     split: str | None = None
     opt_bands: tuple[int, ...] | None = None
     sar_bands: tuple[int, ...] | None = None
     source: str = "given"
+    role: str = "validation"
 
     def describe(self) -> str:
         """One line for the user: the data, split and bands, and where they came from."""
@@ -187,28 +190,50 @@ class EvalData:
         bands = ""
         if self.opt_bands is not None or self.sar_bands is not None:
             bands = f", optical bands {list(self.opt_bands or [])}, SAR bands {list(self.sar_bands or [])}"
-        where = " (the validation split recorded in the checkpoint)" if self.source == "checkpoint" else ""
+        where = ""
+        if self.source == "checkpoint" and self.role == "data":
+            where = " (the dataset recorded in the checkpoint)"
+        elif self.source == "checkpoint":
+            held_out = ", scenes its training never saw" if self.role == "test" else ""
+            where = f" (the {self.role} split recorded in the checkpoint{held_out})"
         return f"data: {self.root}, {split}{bands}{where}"
 
 
-def validation_data(meta: CheckpointMeta) -> EvalData | None:
-    """The validation split the checkpoint's training recorded (`provenance["validation"]`: data root, split,
-    optical and SAR bands), or None when it records none."""
-    recorded = meta.provenance.get("validation")
+def validation_data(meta: CheckpointMeta, checkpoint: str | Path | None = None) -> EvalData | None:
+    """The validation split the checkpoint's training recorded (`provenance["validation"]`: data root, split or
+    split list file, optical and SAR bands), or None when it records none. Paths recorded relative to the run
+    folder are found from `checkpoint`'s folder (else from the current folder)."""
+    return _recorded_data(meta, "validation", checkpoint)
+
+
+def held_out_data(meta: CheckpointMeta, checkpoint: str | Path | None = None) -> EvalData | None:
+    """The split to score a trained checkpoint on: the test split its training recorded (`provenance["test"]`,
+    e.g. the scenes `mdseg train` held out of a dataset without splits), else its validation split, else None."""
+    return _recorded_data(meta, "test", checkpoint) or validation_data(meta, checkpoint)
+
+
+def _recorded_data(meta: CheckpointMeta, role: str, checkpoint: str | Path | None) -> EvalData | None:
+    from mdseg.engine.runs import resolve_recorded
+
+    recorded = meta.provenance.get(role)
     if not isinstance(recorded, dict) or not recorded.get("data"):
         return None
+    run_dir = Path(checkpoint).parent if checkpoint is not None else Path()
 
     def bands(key: str) -> tuple[int, ...] | None:
         values = recorded.get(key)
         return tuple(int(b) for b in values) if values else None
 
     split = recorded.get("split")
+    if recorded.get("split_file"):
+        split = str(run_dir / recorded["split_file"])  # as the user would type it from here
     return EvalData(
-        root=Path(recorded["data"]),
+        root=resolve_recorded(recorded["data"], run_dir),
         split=None if split is None else str(split),
         opt_bands=bands("opt_bands"),
         sar_bands=bands("sar_bands"),
         source="checkpoint",
+        role=role,
     )
 
 
@@ -218,29 +243,46 @@ def choose_eval_data(
     split: str | None = None,
     opt_bands: Sequence[int] | None = None,
     sar_bands: Sequence[int] | None = None,
+    *,
+    checkpoint: str | Path | None = None,
 ) -> EvalData:
-    """What to evaluate on: `data` as given, else the validation split recorded in `meta` (`split` and bands
-    given here still override it). Given data without a split takes its `val` split when it has one (a folder
-    `val/`, `cat/val/` or a list `val.txt`), else `find_dataset`'s default. `OptionError` when there is no data
-    at all."""
+    """What to evaluate on: `data` as given, else the split recorded in `meta` (`held_out_data`: test, else
+    validation; `split` and bands given here still override it). Given data without a split takes its `val`
+    split when it has one (a folder `val/`, `cat/val/` or a list `val.txt`), else, when it is the folder the
+    checkpoint's training recorded, the split recorded there, else `find_dataset`'s default. On the recorded
+    folder, a split name the dataset lacks but the run drew (`train`, `val`, `test`) is the run's own list.
+    `checkpoint`: the checkpoint's path, from whose folder recorded relative paths are found. `OptionError` when
+    there is no data at all."""
     given_bands = (tuple(opt_bands) if opt_bands else None, tuple(sar_bands) if sar_bands else None)
-    if data is None:
-        recorded = validation_data(meta)
-        if recorded is None:
-            raise OptionError(
-                "the checkpoint records no validation data (provenance 'validation'); give the dataset with --data."
-            )
-        return EvalData(
-            recorded.root,
-            split if split is not None else recorded.split,
-            given_bands[0] if given_bands[0] is not None else recorded.opt_bands,
-            given_bands[1] if given_bands[1] is not None else recorded.sar_bands,
-            source="checkpoint",
+    recorded = held_out_data(meta, checkpoint)
+    root = Path(data).resolve() if data is not None else None
+    if root is None and recorded is None:
+        raise OptionError(
+            "the checkpoint records no validation data nor test split (provenance 'validation', 'test'); give "
+            "the dataset with --data."
         )
-    root = Path(data).resolve()
-    if split is None:
-        split = _EVAL_SPLIT if _has_split(root, _EVAL_SPLIT) else None
-    return EvalData(root, split, *given_bands)
+    if root is not None and split is None and _has_split(root, _EVAL_SPLIT):
+        split = _EVAL_SPLIT
+    if recorded is None or (root is not None and recorded.root != root):
+        return EvalData(root, split, *given_bands)
+    role, split_file = recorded.role, recorded.split
+    if split is not None:
+        drawn = meta.provenance.get("split") if isinstance(meta.provenance.get("split"), dict) else {}
+        files = drawn.get("files") or {}
+        if split in files and not _has_split(recorded.root, split):  # "val": the run's own list, when drawn
+            role, split_file = _ROLES.get(split, split), str(Path(checkpoint or ".").parent / files[split])
+        else:
+            role, split_file = "data", split
+    return replace(
+        recorded,
+        split=split_file,
+        opt_bands=given_bands[0] if given_bands[0] is not None else recorded.opt_bands,
+        sar_bands=given_bands[1] if given_bands[1] is not None else recorded.sar_bands,
+        role=role,
+    )
+
+
+_ROLES = {"train": "training", "val": "validation", "test": "test"}  # split name → what describe calls it
 
 
 def _has_split(root: Path, split: str) -> bool:
@@ -287,7 +329,11 @@ def evaluate(
     model = checkpoint if isinstance(checkpoint, SceneModel) else SceneModel.load(checkpoint, device)
     meta = model.meta
     o = model.sampling(options)
-    target = data if isinstance(data, EvalData) else choose_eval_data(meta, data, split, o.opt_bands, o.sar_bands)
+    target = (
+        data
+        if isinstance(data, EvalData)
+        else choose_eval_data(meta, data, split, o.opt_bands, o.sar_bands, checkpoint=model.path)
+    )
     layout = find_dataset(target.root, target.split, opt_bands=target.opt_bands, sar_bands=target.sar_bands)
     if target.split is None and layout.split is not None:
         raise OptionError(

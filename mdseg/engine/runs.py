@@ -6,12 +6,18 @@ A run lives in one folder, `runs/<data folder>-<preset>[-N]` under the current f
 - `last.safetensors`, `best.safetensors`: mdseg checkpoints (weights + everything `predict` needs);
 - `state.safetensors`: the resumable state (weights, optimizer moments, iteration, best score), no pickle;
 - `metrics.jsonl` (one JSON object per logged iteration or validation), `curves.png`, and TensorBoard event
-  files under `tb/` when TensorBoard is installed.
+  files under `tb/` when TensorBoard is installed;
+- `splits/train.txt`, `val.txt`, `test.txt`: the scene-level split drawn for a dataset without splits of its own
+  (see `mdseg.data.splits`), which a resumed run keeps and `mdseg eval` scores the checkpoint on.
+
+Checkpoints record paths relative to their run folder (`run_relative`), never the machine's absolute paths;
+`resolve_recorded` turns such a path back into a place on disk.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+from pathlib import Path, PurePath
 
 from mdseg.errors import OptionError
 
@@ -23,6 +29,7 @@ CURVES_FILE = "curves.png"
 TENSORBOARD_DIR = "tb"
 RUN_BEST = "best.safetensors"
 RUN_LAST = "last.safetensors"
+SPLITS_DIR = "splits"
 
 
 def new_run_dir(data: str | Path, model: str, root: Path | None = None) -> Path:
@@ -67,3 +74,19 @@ def latest_run_checkpoint(runs_dir: str | Path = RUNS_DIR) -> tuple[Path, str]:
     if (run / RUN_BEST).is_file():
         return run / RUN_BEST, f"checkpoint: {run / RUN_BEST} (the best of the most recent run)"
     return run / RUN_LAST, f"checkpoint: {run / RUN_LAST} (the most recent run has no {RUN_BEST}; using its last)"
+
+
+def run_relative(path: str | Path, run_dir: str | Path) -> str:
+    """`path` as a checkpoint records it: relative to the run folder `run_dir` (POSIX separators), or only its
+    name when no relative path leads there (another drive)."""
+    path, run_dir = Path(path).resolve(), Path(run_dir).resolve()
+    try:
+        return PurePath(os.path.relpath(path, run_dir)).as_posix()
+    except ValueError:
+        return path.name
+
+
+def resolve_recorded(recorded: str | Path, run_dir: str | Path) -> Path:
+    """A path a checkpoint recorded (`run_relative`'s, or an absolute one from older checkpoints) as a place on
+    disk, given the folder the checkpoint lies in."""
+    return (Path(run_dir) / recorded).resolve()

@@ -10,7 +10,7 @@ import socket
 import numpy as np
 import pytest
 import torch
-from data_rasters import write_blob_dataset
+from data_rasters import write_blob_dataset, write_pair_folders
 from safetensors.torch import load_file
 
 from mdseg.checkpoint import load_checkpoint
@@ -23,8 +23,10 @@ from mdseg.engine.train import (
     resolve_settings,
     train,
 )
+from mdseg.engine.train.data import load_data, training_loader
 from mdseg.errors import OptionError
 from mdseg.models import build_model
+from mdseg.runtime import Ranks
 
 CPU = torch.device("cpu")
 # small enough for CI: 64-px crops, batch 4, no workers (each worker process would re-import torch)
@@ -117,7 +119,8 @@ def test_checkpoint_carries_what_predict_needs_and_predicts_identically(trained,
     model, meta = load_checkpoint(trained.best_checkpoint)
     assert list(meta.classes) == ["land", "water"] and meta.tile == 64 and meta.steps == 3
     assert meta.provenance["validation"]["split"] == "val"
-    assert meta.provenance["validation"]["data"] == str(blobs.resolve())
+    # recorded relative to the run folder (no absolute path of the training machine), and found from there
+    assert (trained.run_dir / meta.provenance["validation"]["data"]).resolve() == blobs.resolve()
     assert meta.provenance["val_miou"] is not None
     again, _ = load_checkpoint(trained.best_checkpoint)
     opt, sar = torch.randn(1, 4, 64, 64), torch.randn(1, 1, 64, 64)
@@ -218,3 +221,72 @@ def test_cli_bad_values_are_one_line_errors(blobs, mdseg, tmp_path):
     assert code == 2 and "needs a CUDA device" in err and len(err.strip().splitlines()) == 1
     code, _, err = mdseg("train", "--data", tmp_path / "nowhere")
     assert code == 2 and "nowhere" in err
+
+
+def test_validation_and_checkpoints_default_to_a_tenth_of_the_run():
+    assert [resolve_settings(TrainSettings(data=".", iters=n), CPU).val_every for n in (30, 5, 2000)] == [3, 1, 200]
+    s = resolve_settings(TrainSettings(data=".", iters=30), CPU)
+    assert s.save_every == s.val_every == 3
+
+
+def test_split_settings_default_to_the_seed_and_must_leave_scenes_to_train_on():
+    s = resolve_settings(TrainSettings(data=".", seed=7), CPU)
+    assert (s.split_seed, s.val_fraction, s.test_fraction) == (7, 0.2, 0.1)
+    assert resolve_settings(TrainSettings(data=".", seed=7, split_seed=3), CPU).split_seed == 3
+    with pytest.raises(OptionError, match="--val-fraction and --test-fraction"):
+        resolve_settings(TrainSettings(data=".", val_fraction=0.6, test_fraction=0.4), CPU)
+
+
+WHU_FOLDERS = ("optical", "sar", "lbl")  # WHU-OPT-SAR as distributed: no split folders or lists
+
+
+def _whu(root, scenes: int = 10):
+    """A WHU-OPT-SAR-as-distributed folder of 48² scenes whose labels hold 0 (background) and 1…7."""
+    write_pair_folders(root, WHU_FOLDERS, [f"NH49E{i:03d}" for i in range(scenes)], size=(48, 48))
+    return root
+
+
+def test_a_dataset_without_splits_draws_windows_from_its_train_scenes_only(tmp_path):
+    root = _whu(tmp_path / "whu")
+    settings = resolve_settings(TrainSettings(data=str(root), out=str(tmp_path / "run"), iters=20, **QUICK), CPU)
+    data = load_data(settings)
+    split = data.split
+    assert (len(split.train), len(split.val), len(split.test)) == (7, 2, 1)
+    assert tuple(s.name for s in data.layout.samples) == split.train
+    assert tuple(s.name for s in data.val_layout.samples) == split.val
+    assert tuple(s.name for s in data.test_layout.samples) == split.test
+    drawn = {name for batch in training_loader(data.train_set, settings, 0, Ranks(), CPU) for name in batch["name"]}
+    assert drawn and drawn <= set(split.train)
+
+
+def test_a_dataset_with_split_folders_is_not_split_again(blobs):
+    data = load_data(resolve_settings(TrainSettings(data=str(blobs), out="unused", **QUICK), CPU))
+    assert data.split is None and data.layout.split == "train" and data.val_layout.split == "val"
+
+
+@pytest.mark.slow
+def test_a_resumed_run_keeps_its_split_and_checkpoints_name_no_absolute_path(tmp_path):
+    root = _whu(tmp_path / "whu")
+    run = tmp_path / "runs" / "whu"
+    settings = TrainSettings(data=str(root), out=str(run), iters=4, val_every=100, **QUICK)
+
+    def stop_at_two(iteration: int) -> None:
+        if iteration == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    assert train(settings, progress=False, on_iteration=stop_at_two).interrupted
+    lists = {name: (run / "splits" / f"{name}.txt").read_text() for name in ("train", "val", "test")}
+    # a scene added since: a split drawn again would differ; the resumed run keeps the one it has
+    write_pair_folders(root, WHU_FOLDERS, ["NH49E000a"], size=(48, 48), seed=1)
+    resumed = train(TrainSettings(data=""), resume=run, progress=False)
+    assert resumed.iteration == 4 and not resumed.interrupted
+    assert {name: (run / "splits" / f"{name}.txt").read_text() for name in lists} == lists
+    _, meta = load_checkpoint(resumed.last_checkpoint)
+    recorded = meta.provenance["split"]
+    assert recorded["files"]["test"] == "splits/test.txt" and recorded["seed"] == 0
+    assert "NH49E000a" not in sum(recorded["names"].values(), [])
+    assert recorded["names"]["train"] == [n for n in lists["train"].splitlines() if not n.startswith("#")]
+    text = json.dumps(meta.provenance)
+    assert str(tmp_path) not in text
+    assert (run / meta.provenance["test"]["data"]).resolve() == root.resolve()
+    assert meta.provenance["run"] == "whu" and meta.provenance["settings"]["data"] == "../../whu"

@@ -1,8 +1,10 @@
-"""A run's data: the training and validation splits, their normalisation, and the training `DataLoader`."""
+"""A run's data: the training, validation and test splits (drawn by scene for a dataset without splits), their
+normalisation, and the training `DataLoader`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +21,8 @@ from mdseg.data import (
     find_dataset,
 )
 from mdseg.data.normalise import Normalisation
+from mdseg.data.splits import SPLIT_NAMES, DatasetSplit, make_split, read_split
+from mdseg.engine.runs import SPLITS_DIR, run_relative
 from mdseg.engine.train.settings import TrainSettings, load_settings_file
 from mdseg.engine.train.stop import ignore_stop_signals
 from mdseg.errors import DatasetError, OptionError
@@ -27,14 +31,18 @@ from mdseg.runtime import Ranks
 
 @dataclass(frozen=True)
 class RunData:
-    """The training split (augmented, `crop`-px crops), the validation split (None: no validation), where the
-    normalisation both use came from (one line for the user and the checkpoints) and the training data's
-    description."""
+    """The training split (augmented, `crop`-px crops), the validation split (None: no validation), the test split
+    when there is one (recorded for `mdseg eval`, never read in training), the split drawn for a dataset without
+    splits (None otherwise), where the normalisation came from (one line for the user; `stats_file` when a file)
+    and the training data's description."""
 
     train_set: SegmentationDataset
     val_set: SegmentationDataset | None
     norm_source: str
     description: DatasetDescription  # the training split's, as the checkpoints store it
+    test_layout: DatasetLayout | None = None
+    split: DatasetSplit | None = None
+    stats_file: Path | None = None
 
     @property
     def layout(self) -> DatasetLayout:
@@ -53,31 +61,77 @@ class RunData:
             f"normalisation: {self.norm_source}"
         )
 
-    def validation_record(self) -> dict[str, Any] | None:
-        """Which validation data the run measured itself on, for the checkpoints' provenance."""
-        val = self.val_layout
-        if val is None:
-            return None
+    def validation_record(self, run_dir: Path) -> dict[str, Any] | None:
+        """Which validation data the run measured itself on, for the checkpoints' provenance (paths relative to
+        `run_dir`)."""
+        return None if self.val_layout is None else self._record(self.val_layout, run_dir)
+
+    def provenance(self, run_dir: Path) -> dict[str, Any]:
+        """The data part of a checkpoint's provenance, with every path relative to the run folder `run_dir`: the
+        training data's description, the validation and test splits, the drawn split and the normalisation's
+        source."""
+        data = self.description.to_dict()
+        train = self._record(self.layout, run_dir)
+        data["provenance"] = {**data["provenance"], "root": train.pop("data"), **train}
+        source = self.norm_source
+        if self.stats_file is not None:
+            source = f"from {run_relative(self.stats_file, run_dir)}"
         return {
-            "data": str(val.root),
-            "split": val.split,
-            "opt_bands": list(val.opt_bands),
-            "sar_bands": list(val.sar_bands),
+            "data": data,
+            "validation": self.validation_record(run_dir),
+            "test": None if self.test_layout is None else self._record(self.test_layout, run_dir),
+            "split": None if self.split is None else self.split.to_dict(_split_files()),
+            "normalisation_source": source,
         }
 
+    def _record(self, layout: DatasetLayout, run_dir: Path) -> dict[str, Any]:
+        """Root and split of `layout` as `mdseg eval` finds them again from the run folder: `split_file` (relative
+        to the run folder) when the split is a list file outside the dataset or the drawn split's."""
+        record: dict[str, Any] = {
+            "data": run_relative(layout.root, run_dir),
+            "split": layout.split,
+            "files": len(layout.samples),
+            "opt_bands": list(layout.opt_bands),
+            "sar_bands": list(layout.sar_bands),
+        }
+        if self.split is not None and layout.split in SPLIT_NAMES:
+            record["split_file"] = _split_files()[layout.split]
+        elif layout.split is not None and Path(layout.split).is_file():
+            record.update(split=Path(layout.split).stem, split_file=run_relative(layout.split, run_dir))
+        return record
 
-def load_data(settings: TrainSettings) -> RunData:
-    """Find the settings' training and validation splits and choose their normalisation."""
-    layout = find_dataset(settings.data, settings.split, opt_bands=settings.opt_bands, sar_bands=settings.sar_bands)
+
+def load_data(settings: TrainSettings, *, resuming: bool = False) -> RunData:
+    """Find the settings' training, validation and test splits and choose their normalisation.
+
+    A dataset without splits of its own (no split folders, no `train.txt`) and no --split / --val-split given is
+    split by scene (`mdseg.data.splits`): a new run draws the split from `split_seed`, a resumed one reads the
+    lists its run folder (`settings.out`) holds; an older run that has none goes on training on every file.
+    """
+    bands = {"opt_bands": settings.opt_bands, "sar_bands": settings.sar_bands}
+    own = settings.split
+    if own is None and (Path(settings.data) / "train.txt").is_file():
+        own = "train"  # the dataset's own list files
+    layout = find_dataset(settings.data, own, **bands)
+    split = None
+    if settings.val_split is None and layout.split is None:
+        split = _run_split(settings, layout, resuming)
+    if split is not None:
+        val_layout = layout.subset(split.val, "val") if split.val else None
+        test_layout = layout.subset(split.test, "test") if split.test else None
+        layout = layout.subset(split.train, "train")
+    else:
+        val_layout = _val_layout(settings, layout)
+        test_layout = _other_split(settings, layout, "test")
     normalisation, norm_source = _normalisation(settings, layout)
     train_set = SegmentationDataset(
         layout, normalisation, augment=Augment(crop=settings.crop), sar_scale=settings.sar_scale
     )
-    val_layout = _val_layout(settings, layout)
     val_set = (
         SegmentationDataset(val_layout, normalisation, sar_scale=settings.sar_scale) if val_layout is not None else None
     )
-    return RunData(train_set, val_set, norm_source, train_set.description())
+    stats_file = Path(settings.stats).resolve() if settings.stats is not None else None
+    return RunData(train_set, val_set, norm_source, train_set.description(), test_layout, split, stats_file)
 
 
 def training_loader(
@@ -124,12 +178,32 @@ def _val_layout(settings: TrainSettings, train_layout: DatasetLayout) -> Dataset
         return find_dataset(
             settings.data, settings.val_split, opt_bands=settings.opt_bands, sar_bands=settings.sar_bands
         )
+    return _other_split(settings, train_layout, "val")
+
+
+def _other_split(settings: TrainSettings, train_layout: DatasetLayout, name: str) -> DatasetLayout | None:
+    """The dataset's own split `name` (folder or list file) when it is divided into splits and has it, else None."""
     if train_layout.split is None:
         return None
     try:
-        return find_dataset(settings.data, "val", opt_bands=settings.opt_bands, sar_bands=settings.sar_bands)
+        return find_dataset(settings.data, name, opt_bands=settings.opt_bands, sar_bands=settings.sar_bands)
     except DatasetError:
         return None
+
+
+def _run_split(settings: TrainSettings, layout: DatasetLayout, resuming: bool) -> DatasetSplit | None:
+    """The scene-level split of a dataset without splits: drawn now, or, when resuming, the one the run folder
+    holds (None for a run from before splits were drawn: it keeps training on every file)."""
+    fractions = (settings.val_fraction, settings.test_fraction)
+    seed = settings.split_seed if settings.split_seed is not None else settings.seed
+    if resuming:
+        return read_split(Path(str(settings.out)) / SPLITS_DIR, seed, *fractions)
+    return make_split(layout, seed, *fractions)
+
+
+def _split_files() -> dict[str, str]:
+    """Where the drawn split's lists are, relative to the run folder."""
+    return {name: f"{SPLITS_DIR}/{name}.txt" for name in SPLIT_NAMES}
 
 
 def _collate(items: list[dict]) -> dict[str, Any]:

@@ -23,15 +23,18 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mdseg.checkpoint import CheckpointMeta, save_checkpoint
+from mdseg.data.splits import write_split
 from mdseg.engine.accel import autocast, prepare_model
 from mdseg.engine.runs import (
     CONFIG_FILE,
     CURVES_FILE,
     RUN_BEST,
     RUN_LAST,
+    SPLITS_DIR,
     STATE_FILE,
     check_new_run_dir,
     new_run_dir,
+    run_relative,
 )
 from mdseg.engine.train.data import RunData, load_data, training_loader
 from mdseg.engine.train.log import LossWindow, MetricsLog, plot_curves, progress_bar
@@ -243,8 +246,10 @@ def _set_up(
     """Everything the loop needs, in order: settings and folder, data, model and optimizer (restored when
     resuming), config.json, the DDP wrapper, the loader and the log."""
     settings, run_dir = _settings_and_folder(settings, resume, ranks, device)
-    data = load_data(settings)
+    data = load_data(settings, resuming=resume is not None)
     note(data.summary())
+    if data.split is not None:
+        note(f"{data.split.summary()}; lists in {run_dir / SPLITS_DIR}")
     note(
         f"model {settings.model}, {settings.iters} iterations at batch {settings.batch_size}"
         f"{f' × {ranks.world} processes' if ranks.world > 1 else ''}, lr {settings.lr:.3g}, "
@@ -261,6 +266,8 @@ def _set_up(
         raise OptionError(f"run '{run_dir}' already did {start} of {settings.iters} iterations; pass a larger --iters")
     if ranks.main:
         _write_config(run_dir, settings)
+        if data.split is not None and resume is None:
+            write_split(data.split, run_dir / SPLITS_DIR)
     model.train()
     model, net = _parallel(model, device, ranks)
     return _Run(
@@ -353,9 +360,15 @@ def _parallel(model: nn.Module, device: torch.device, ranks: Ranks) -> tuple[nn.
 
 def _checkpoint_meta(run: _Run, iteration: int) -> CheckpointMeta:
     """What a checkpoint saved after `iteration` carries: the model and data fields predict needs, and the run's
-    provenance (settings, data, validation, normalisation, command)."""
+    provenance (settings, data, validation and test splits, the drawn split, normalisation, command). Paths in
+    the provenance are relative to the run folder (the command's to the folder it ran in): a checkpoint that
+    travels carries no absolute path of the machine that trained it."""
     description = run.data.description
     data_fields = {k: v for k, v in description.checkpoint_fields().items() if k != "provenance"}
+    settings = run.settings.to_dict()
+    for key in ("data", "out", "stats", "split", "val_split"):
+        if settings[key] is not None and Path(settings[key]).is_absolute():
+            settings[key] = run_relative(settings[key], run.run_dir)
     return CheckpointMeta(
         config=run.model.config,
         **data_fields,
@@ -363,16 +376,28 @@ def _checkpoint_meta(run: _Run, iteration: int) -> CheckpointMeta:
         steps=run.settings.steps,
         provenance={
             "trained_with": "mdseg train",
-            "run": str(run.run_dir),
+            "run": run.run_dir.resolve().name,
             "iteration": iteration,
             "val_miou": run.last_miou,
-            "settings": run.settings.to_dict(),
-            "data": description.to_dict(),
-            "validation": run.data.validation_record(),
-            "normalisation_source": run.data.norm_source,
-            "command": " ".join(sys.argv),
+            "settings": settings,
+            **run.data.provenance(run.run_dir),
+            "command": _command(sys.argv),
         },
     )
+
+
+def _command(argv: list[str]) -> str | None:
+    """The `mdseg train` command line as typed, absolute paths in it made relative to the folder it ran in;
+    None when training was started from Python rather than the command line."""
+    if argv[1:2] != ["train"]:
+        return None
+    words = ["mdseg"]
+    for word in argv[1:]:
+        option, equals, value = word.partition("=") if word.startswith("--") else ("", "", word)
+        if Path(value).is_absolute():
+            value = run_relative(value, Path.cwd())
+        words.append(option + equals + value)
+    return " ".join(words)
 
 
 def _iteration_seed(seed: int, rank: int, iteration: int) -> int:

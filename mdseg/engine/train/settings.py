@@ -46,9 +46,11 @@ class TrainSettings:
     `iters`: optimizer steps; `batch_size`: samples per step per process; `lr`: peak learning rate; `warmup`:
     linear warm-up iterations (then poly power 1 to 0); `crop`: training crop side in px (also the tile size
     stored for predict); `grad_clip`: max gradient norm (0: off); `val_every` / `save_every`: iterations
-    between validations / checkpoints; `steps`: DDIM steps for validation and the checkpoint's default;
-    `sar_scale`: the SAR files' scale (auto, db or linear); `stats`: a JSON file from `mdseg stats --json` with
-    the normalisation (else the dataset's published constants, else computed on the training split).
+    between validations / checkpoints; `split_seed`, `val_fraction`, `test_fraction`: the scene-level split
+    drawn for a dataset without splits (seed default: `seed`; see `mdseg.data.splits`); `steps`: DDIM steps
+    for validation and the checkpoint's default; `sar_scale`: the SAR files' scale (auto, db or linear);
+    `stats`: a JSON file from `mdseg stats --json` with the normalisation (else the dataset's published
+    constants, else computed on the training split).
     """
 
     data: str
@@ -70,6 +72,9 @@ class TrainSettings:
     workers: int = 2
     split: str | None = None
     val_split: str | None = None
+    split_seed: int | None = None
+    val_fraction: float = 0.2
+    test_fraction: float = 0.1
     opt_bands: tuple[int, ...] | None = None
     sar_bands: tuple[int, ...] | None = None
     sar_scale: str = "auto"
@@ -149,8 +154,7 @@ def resolve_settings(settings: TrainSettings, device: torch.device, world_size: 
     batch = settings.batch_size if settings.batch_size is not None else (8 if on_gpu else 4)
     lr = settings.lr if settings.lr is not None else BASE_LR[model] * batch * world_size / 8
     warmup = settings.warmup if settings.warmup is not None else min(1500, iters // 10)
-    every = max(1, min(iters, max(50, iters // 10)))
-    val_every = settings.val_every if settings.val_every is not None else every
+    val_every = settings.val_every if settings.val_every is not None else max(1, iters // 10)  # 10 % of the run
     save_every = settings.save_every if settings.save_every is not None else val_every
     checks = [
         (iters >= 1, f"--iters must be at least 1, got {iters}"),
@@ -163,6 +167,13 @@ def resolve_settings(settings: TrainSettings, device: torch.device, world_size: 
         (settings.log_every >= 1, "--log-every must be at least 1"),
         (settings.workers >= 0, f"--workers must be 0 or more, got {settings.workers}"),
         (settings.steps >= 1, f"--steps must be at least 1, got {settings.steps}"),
+        (
+            0 <= settings.val_fraction < 1
+            and 0 <= settings.test_fraction < 1
+            and settings.val_fraction + settings.test_fraction < 1,
+            f"--val-fraction and --test-fraction must be in [0, 1) and leave scenes to train on, got "
+            f"{settings.val_fraction:g} and {settings.test_fraction:g}",
+        ),
         (
             settings.sar_scale in SAR_SCALES,
             f"--sar-scale must be one of {', '.join(SAR_SCALES)}, got {settings.sar_scale!r}",
@@ -182,6 +193,7 @@ def resolve_settings(settings: TrainSettings, device: torch.device, world_size: 
         warmup=warmup,
         val_every=val_every,
         save_every=save_every,
+        split_seed=settings.split_seed if settings.split_seed is not None else settings.seed,
     )
 
 
