@@ -3,10 +3,16 @@
 Each query predicts, per head, `points` sampling offsets around its reference point and a softmax weight per
 point; the head's value map is sampled bilinearly there (zero outside the map) and the weighted samples summed.
 Same parameter layout and arithmetic as mmcv 1.7.2's `MultiScaleDeformableAttention` with `num_levels=1`.
+
+The sampling itself comes twice, with one signature (as `mdseg.kernels` pairs each fast path with the reference
+it must match): `deformable_sample_reference` is mmcv's `multi_scale_deformable_attn_pytorch` for one level
+(`grid_sample` per head and point, then a weighted sum over the points) and is the specification;
+`deformable_sample`, which the layer runs, is one fused gather-and-weight pass over the value rows.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -20,6 +26,92 @@ def reference_points(height: int, width: int, device: torch.device | None = None
     xs = torch.linspace(0.5, width - 0.5, width, device=device) / width
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack((grid_x.reshape(-1), grid_y.reshape(-1)), dim=-1)
+
+
+def deformable_sample_reference(
+    value: Tensor, reference: Tensor, offsets: Tensor, weights: Tensor, size: tuple[int, int]
+) -> Tensor:
+    """Weighted sum of bilinear samples of each head's value map: the specification, mmcv's arithmetic.
+
+    value: (B, N, heads, head_dim), the map flattened row-major (N = height·width); reference: (Q, 2)
+    normalised (x, y); offsets: (B, Q, heads, points, 2) in pixels of the map, (x, y); weights:
+    (B, Q, heads, points), each head's point weights (softmaxed); size: (height, width).
+    Returns (B, Q, heads·head_dim). Samples off the map read zeros (grid_sample, align_corners False).
+    """
+    batch, _, heads, head_dim = value.shape
+    queries, points = weights.shape[1], weights.shape[-1]
+    height, width = size
+    # (B·heads, head_dim, H, W): each head samples its own slice of the channels
+    values = value.permute(0, 2, 3, 1).reshape(batch * heads, head_dim, height, width)
+    # offsets are in pixels of the map: (x, y) divided by (width, height)
+    normaliser = torch.tensor([width, height], device=offsets.device)
+    locations = reference[None, :, None, None, :] + offsets / normaliser
+    # grid_sample's [-1, 1] grid with align_corners False puts pixel centres at (i + 0.5)/size
+    grid = (2 * locations - 1).transpose(1, 2).flatten(0, 1)  # (B·heads, Q, points, 2)
+    sampled = F.grid_sample(values, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    weights = weights.transpose(1, 2).reshape(batch * heads, 1, queries, points)
+    out = (sampled * weights).sum(-1)  # (B·heads, head_dim, Q)
+    return out.view(batch, heads * head_dim, queries).transpose(1, 2)
+
+
+def _source_pixel(reference: Tensor, offset: Tensor, size: int) -> Tensor:
+    """Pixel coordinate along one axis, in the reference's float operations: the normalised location, its
+    [-1, 1] grid value, then grid_sample's own unnormalisation (g + 1)·size/2 − 0.5 (align_corners False).
+    Same operations in the same order, so both paths floor to the same pixel even on exact borders."""
+    grid = 2 * (reference[:, None, None] + offset / size) - 1
+    return (grid + 1) * (size / 2) - 0.5
+
+
+def _neighbours(coordinate: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The two pixels either side of a coordinate along one axis: their int32 indices, clamped onto the map,
+    and their bilinear weights (grid_sample's 1 − t and t), zero where the pixel lies off the map."""
+    low = coordinate.floor()
+    t = coordinate - low
+    # clamped before the cast (no overflow); −2 keeps the high neighbour of a far-off point off the map too
+    index = low.clamp(-2, size).to(torch.int32)
+    low_in, high_in = index.clamp(0, size - 1), (index + 1).clamp(0, size - 1)
+    return low_in, high_in, torch.where(low_in == index, 1 - t, 0.0), torch.where(high_in == index + 1, t, 0.0)
+
+
+def deformable_sample(
+    value: Tensor, reference: Tensor, offsets: Tensor, weights: Tensor, size: tuple[int, int]
+) -> Tensor:
+    """`deformable_sample_reference` as one fused gather-and-weight pass: same arguments, same result.
+
+    Each (query, head) reads 4 neighbouring value rows per point; their bilinear weights, with the point's
+    attention weight folded in (zero for neighbours off the map, whose indices are clamped onto it), weight
+    one `embedding_bag` sum over the rows of `value` seen as (B·N·heads, head_dim). So neither the
+    (B·heads, head_dim, Q, points) samples nor a head-major copy of `value` is ever made, and the output
+    rows are already (B, Q, heads·head_dim).
+    """
+    batch, num, heads, head_dim = value.shape
+    queries, points = weights.shape[1], weights.shape[-1]
+    height, width = size
+    x = _source_pixel(reference[:, 0], offsets[..., 0], width)  # (B, Q, heads, points)
+    y = _source_pixel(reference[:, 1], offsets[..., 1], height)
+    x_low, x_high, wx_low, wx_high = _neighbours(x, width)
+    y_low, y_high, wy_low, wy_high = _neighbours(y, height)
+    wy_low, wy_high = wy_low * weights, wy_high * weights
+    # grid_sample's corner order: north-west, north-east, south-west, south-east
+    corner_weights = torch.stack([wy_low * wx_low, wy_low * wx_high, wy_high * wx_low, wy_high * wx_high], -1)
+
+    # the value row of pixel (b, y, x) for head h is ((b·H + y)·W + x)·heads + h; int32 unless that overflows
+    index_dtype = torch.int32 if batch * num * heads < 2**31 else torch.int64
+    arange = functools.partial(torch.arange, dtype=index_dtype, device=value.device)
+    first = arange(batch)[:, None, None, None] * (num * heads) + arange(heads)[:, None]  # (B, 1, heads, 1)
+    col_low, col_high = (c.to(index_dtype) * heads for c in (x_low, x_high))
+    row_low, row_high = (r.to(index_dtype) * (width * heads) + first for r in (y_low, y_high))
+    rows = torch.stack([row_low + col_low, row_low + col_high, row_high + col_low, row_high + col_high], -1)
+
+    # under autocast grid_sample runs in float32; so does this sum
+    dtype = torch.promote_types(value.dtype, corner_weights.dtype)
+    out = F.embedding_bag(
+        rows.view(-1, 4 * points),
+        value.reshape(-1, head_dim).to(dtype),
+        per_sample_weights=corner_weights.view(-1, 4 * points).to(dtype),
+        mode="sum",
+    )
+    return out.view(batch, queries, heads * head_dim)
 
 
 class DeformableAttention(nn.Module):
@@ -57,24 +149,8 @@ class DeformableAttention(nn.Module):
         without residual.
         """
         batch, num, channels = value.shape
-        height, width = size
         heads, points = self.heads, self.points
-        head_dim = channels // heads
-
-        values = self.value_proj(value).view(batch, num, heads, head_dim)
-        # (B·heads, head_dim, H, W): each head samples its own slice of the channels
-        values = values.permute(0, 2, 3, 1).reshape(batch * heads, head_dim, height, width)
-
+        values = self.value_proj(value).view(batch, num, heads, channels // heads)
         offsets = self.sampling_offsets(query).view(batch, -1, heads, points, 2)
         weights = self.attention_weights(query).view(batch, -1, heads, points).softmax(-1)
-        # offsets are in pixels of the map: (x, y) divided by (width, height)
-        normaliser = torch.tensor([width, height], device=query.device)
-        locations = reference[None, :, None, None, :] + offsets / normaliser
-
-        # grid_sample's [-1, 1] grid with align_corners False puts pixel centres at (i + 0.5)/size
-        grid = (2 * locations - 1).transpose(1, 2).flatten(0, 1)  # (B·heads, Nq, points, 2)
-        sampled = F.grid_sample(values, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        weights = weights.transpose(1, 2).reshape(batch * heads, 1, -1, points)
-        out = (sampled * weights).sum(-1)  # (B·heads, head_dim, Nq)
-        out = out.view(batch, heads * head_dim, -1).transpose(1, 2)
-        return self.output_proj(out)
+        return self.output_proj(deformable_sample(values, reference, offsets, weights, size))
