@@ -91,7 +91,7 @@ def eval_(
     Percentages in the table; kappa as a fraction; --json gives fractions in 0–1.
     """
     params = dict(locals())  # the dataset mode's prediction options, by name
-    from mdseg.engine.evaluate import evaluate_rasters, write_confusion_csv
+    from mdseg.engine.evaluate import check_confusion_path, evaluate_rasters, write_confusion_csv
     from mdseg.engine.options import PredictOptions
 
     raster_options = {
@@ -127,6 +127,9 @@ def eval_(
             raise OptionError(
                 "give --pred and --label: the predicted class raster and the label raster to score it with"
             )
+        read = {"the prediction": pred, "the label": label}
+        if confusion is not None:
+            check_confusion_path(confusion, read)  # refuse now, not after the counting
         result = evaluate_rasters(
             pred,
             label,
@@ -136,11 +139,12 @@ def eval_(
         )
     else:
         given = {name: value for name, value in params.items() if value is not None}
-        result, talk = _eval_dataset(data, split, checkpoint, device or "auto", PredictOptions.from_mapping(given))
+        options = PredictOptions.from_mapping(given)
+        result, talk, read = _eval_dataset(data, split, checkpoint, device or "auto", options, confusion)
     if not talk:  # another rank than 0 under torchrun: rank 0 reports
         return
     if confusion is not None:
-        write_confusion_csv(confusion, result.confusion, result.classes)
+        write_confusion_csv(confusion, result.confusion, result.classes, read)
     if as_json:
         payload = {**result.to_dict(), "metric": metric.value}
         console.print_json(json.dumps(payload))
@@ -151,12 +155,18 @@ def eval_(
 
 
 def _eval_dataset(
-    data: Path | None, split: str | None, checkpoint: Path | None, device: str, options: PredictOptions
-) -> tuple[EvalResult, bool]:
-    """Dataset mode: pick the checkpoint and data (saying which when defaulted), run it over the split, sharded
-    across ranks under torchrun. Returns the result and whether this process reports it (rank 0)."""
+    data: Path | None,
+    split: str | None,
+    checkpoint: Path | None,
+    device: str,
+    options: PredictOptions,
+    confusion: Path | None,
+) -> tuple[EvalResult, bool, dict[str, Path]]:
+    """Dataset mode: pick the checkpoint and data (saying which when defaulted), refuse a `confusion` path among
+    them, run it over the split, sharded across ranks under torchrun. Returns the result, whether this process
+    reports it (rank 0) and the files it read (the checkpoint, by role)."""
     from mdseg.checkpoint import read_checkpoint_meta
-    from mdseg.engine.evaluate import choose_eval_data, evaluate
+    from mdseg.engine.evaluate import check_confusion_path, choose_eval_data, evaluate
     from mdseg.engine.runs import latest_run_checkpoint
     from mdseg.runtime import distributed, resolve_device
 
@@ -171,11 +181,14 @@ def _eval_dataset(
         target = choose_eval_data(meta, data, split, options.opt_bands, options.sar_bands, checkpoint=checkpoint)
         if data is None or split is None:
             notes.append(target.describe())
+        read = {"the checkpoint": Path(checkpoint)}
+        if confusion is not None:  # every rank: each raises the same error, none waits for the others
+            check_confusion_path(confusion, read, data=target.root)
         if talk:
             for note in notes:
                 say(note)
         result = evaluate(checkpoint, target, options, device=str(dev), progress=talk)
-    return result, talk
+    return result, talk, read
 
 
 def _parse_classes(text: str | None) -> list[str] | None:

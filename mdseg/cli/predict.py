@@ -16,7 +16,7 @@ from mdseg.errors import BatchError, OptionError
 
 if TYPE_CHECKING:
     from mdseg.engine.checkpoint_predict import SceneModel
-    from mdseg.engine.options import PredictOptions
+    from mdseg.engine.options import PredictOptions, PredictOutputs
     from mdseg.engine.predict import PredictionResult
 
 PAIRING_HELP = (
@@ -120,10 +120,11 @@ def predict(
     options = PredictOptions.from_mapping(locals(), complete=True)
     single_files = {"--prob": prob, "--confidence": confidence, "--vector": vector, "--quicklook": quicklook_path}
     batch = _mode(opt, sar, opt_dir, sar_dir, out_dir, out, single_files)
-    if quicklook_path is not None:
-        from mdseg.quicklook import check_output
-
-        check_output(quicklook_path, overwrite)  # refuse now, not after the whole prediction
+    if not batch:
+        if out is None:
+            out = Path.cwd() / f"{opt.stem}_landcover.tif"
+        outputs = PredictOutputs(out, prob=prob, confidence=confidence, vector=vector, overwrite=overwrite)
+        _check_scene_outputs(opt, sar, checkpoint, outputs, quicklook_path)  # refuse now, not after the prediction
     talk = not (quiet or as_json)
     # The thread count holds for loading and every scene, and is recorded in each run's sidecar.
     with cpu_threads(threads):
@@ -133,9 +134,6 @@ def predict(
         if batch:
             _predict_folders(model, opt_dir, sar_dir, out_dir, pattern, shard, overwrite, options, talk, as_json)
             return
-        if out is None:
-            out = Path.cwd() / f"{opt.stem}_landcover.tif"
-        outputs = PredictOutputs(out, prob=prob, confidence=confidence, vector=vector, overwrite=overwrite)
         result = model.predict(opt, sar, outputs, options, progress=talk)
         if quicklook_path is not None:
             # Listed with the other outputs, so the summary and --json say where it went.
@@ -145,6 +143,22 @@ def predict(
             console.print_json(json.dumps({**result.to_dict(), **model.run_info()}, default=str))
         elif not quiet:
             _report_scene(result)
+
+
+def _check_scene_outputs(
+    opt: Path, sar: Path, checkpoint: Path | None, outputs: PredictOutputs, quicklook_path: Path | None
+) -> None:
+    """Refuse, before the model loads, outputs that are inputs (the rasters, the checkpoint) or each other, the
+    quick-look included, and a quick-look that exists or cannot be written."""
+    from mdseg.engine.options import scene_inputs
+    from mdseg.io.paths import check_outputs
+
+    picture = {} if quicklook_path is None else {"the quick-look": quicklook_path}
+    check_outputs({**outputs.files(), **picture}, {**scene_inputs(opt, sar), "the checkpoint": checkpoint})
+    if quicklook_path is not None:
+        from mdseg.quicklook import check_output
+
+        check_output(quicklook_path, outputs.overwrite)
 
 
 def _quicklook(

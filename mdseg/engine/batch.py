@@ -12,7 +12,8 @@ from pathlib import Path
 from mdseg.engine.checkpoint_predict import SceneModel
 from mdseg.engine.options import PredictOptions, PredictOutputs
 from mdseg.engine.progress import ProgressCallback
-from mdseg.errors import InputFileError, MdsegError, OptionError
+from mdseg.errors import InputFileError, Interrupted, MdsegError, OptionError, OutputError
+from mdseg.io.paths import InputFiles, check_outputs
 from mdseg.runtime import launched_ranks
 
 LOG_NAME = "predict_log.jsonl"
@@ -32,7 +33,8 @@ class ScenePair:
 
 @dataclass(frozen=True)
 class SceneOutcome:
-    """What happened to one scene: status 'written', 'skipped' (output exists) or 'failed'; seconds of work."""
+    """What happened to one scene: status 'written', 'skipped' (output exists), 'failed' or 'interrupted' (the run
+    was stopped during it; logged only); seconds of work."""
 
     scene: str
     status: str
@@ -118,34 +120,72 @@ def predict_batch(
     """Predict every scene into `out_dir/<scene>_landcover.tif`, one at a time, and log each to `predict_log.jsonl`.
 
     Scenes whose output exists are skipped unless `overwrite` (so an interrupted run resumes); a failing scene
-    is logged and the rest still run. Each outcome is appended as one JSON line (scene, status, seconds, error,
-    output) — appends from several shards into one log stay whole lines — and passed to `on_scene`.
+    is logged and the rest still run. A scene whose outputs would be one of the batch's inputs (a symlink or hard
+    link into the input folders, see `mdseg.io.paths.check_outputs`) fails so, before anything is written. A stop
+    (KeyboardInterrupt, `mdseg.errors.Interrupted`) during a scene logs it as 'interrupted', its outputs left
+    unwritten, and goes on up: a rerun redoes it. Each outcome is appended as one JSON line (scene, status, seconds,
+    error, output) — appends from several shards into one log stay whole lines — and passed to `on_scene`.
     `options` and `progress` (per scene) go to `SceneModel.predict`.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    inputs = InputFiles(
+        {
+            f"the {what} input of scene '{s.name}'": path
+            for s in scenes
+            for what, path in (("optical", s.opt), ("SAR", s.sar))
+        }
+    )
     outcomes = []
     for scene in scenes:
-        output = out_dir / f"{scene.name}{OUTPUT_SUFFIX}"
+        outputs = PredictOutputs(out_dir / f"{scene.name}{OUTPUT_SUFFIX}", overwrite=overwrite)
         started = time.perf_counter()
-        status, error = "written", None
-        if output.exists() and not overwrite:
-            status = "skipped"
-        elif scene.sar is None:
-            status, error = "failed", f"no SAR file matches optical '{scene.opt.name}'"
-        else:
-            try:
-                model.predict(
-                    scene.opt, scene.sar, PredictOutputs(output, overwrite=overwrite), options, progress=progress
-                )
-            except MdsegError as exc:
-                status, error = "failed", str(exc)
-            except Exception as exc:  # one broken scene (or a bug it triggers) must not stop a long batch
-                status, error = "failed", f"{type(exc).__name__}: {exc}"
-        outcome = SceneOutcome(scene.name, status, round(time.perf_counter() - started, 3), error, str(output))
-        with open(out_dir / LOG_NAME, "a", encoding="utf-8") as log:
-            log.write(json.dumps(asdict(outcome)) + "\n")  # one write per line: shards may share the log
+        try:
+            status, error = _run_scene(model, scene, outputs, inputs, options, progress)
+        except (KeyboardInterrupt, Interrupted) as exc:
+            _log(
+                out_dir,
+                SceneOutcome(scene.name, "interrupted", _since(started), str(exc) or "interrupted", str(outputs.map)),
+            )
+            raise
+        outcome = SceneOutcome(scene.name, status, _since(started), error, str(outputs.map))
+        _log(out_dir, outcome)
         outcomes.append(outcome)
         if on_scene is not None:
             on_scene(outcome)
     return outcomes
+
+
+def _run_scene(
+    model: SceneModel,
+    scene: ScenePair,
+    outputs: PredictOutputs,
+    inputs: InputFiles,
+    options: PredictOptions | None,
+    progress: bool | ProgressCallback,
+) -> tuple[str, str | None]:
+    """Predict one scene of a batch: (status, error)."""
+    try:
+        check_outputs(outputs.files(), inputs)
+    except OutputError as exc:
+        return "failed", str(exc)
+    if outputs.map.exists() and not outputs.overwrite:
+        return "skipped", None
+    if scene.sar is None:
+        return "failed", f"no SAR file matches optical '{scene.opt.name}'"
+    try:
+        model.predict(scene.opt, scene.sar, outputs, options, progress=progress)
+    except MdsegError as exc:
+        return "failed", str(exc)
+    except Exception as exc:  # one broken scene (or a bug it triggers) must not stop a long batch
+        return "failed", f"{type(exc).__name__}: {exc}"
+    return "written", None
+
+
+def _since(started: float) -> float:
+    return round(time.perf_counter() - started, 3)
+
+
+def _log(out_dir: Path, outcome: SceneOutcome) -> None:
+    with open(out_dir / LOG_NAME, "a", encoding="utf-8") as log:
+        log.write(json.dumps(asdict(outcome)) + "\n")  # one write per line: shards may share the log

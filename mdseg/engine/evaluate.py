@@ -24,6 +24,7 @@ from mdseg.geo.grid import Grid
 from mdseg.geo.pair import grid_of
 from mdseg.geo.writer import class_names_from_tags
 from mdseg.io.atomic import AtomicOutputs
+from mdseg.io.paths import check_apart, check_outputs
 from mdseg.io.raster import open_raster, read_bands, read_classes
 from mdseg.metrics import IGNORE_INDEX, ConfusionMatrix, SegMetrics, all_reduce, compute_metrics, metrics_dict
 from mdseg.runtime import current_ranks
@@ -140,12 +141,19 @@ def strips(src: rasterio.DatasetReader, block_pixels: int = BLOCK_PIXELS) -> Ite
         yield Window(0, row, src.width, min(rows, src.height - row))
 
 
-def write_confusion_csv(path: str | Path, cm: ConfusionMatrix, classes: Sequence[str]) -> Path:
+def write_confusion_csv(
+    path: str | Path,
+    cm: ConfusionMatrix,
+    classes: Sequence[str],
+    inputs: Mapping[str, str | Path | None] | None = None,
+) -> Path:
     """Write `cm` as CSV: a header row of prediction class names, then one row per label class (its name, then
-    K counts). Replaces an existing file; the write is all-or-nothing."""
+    K counts). Replaces an existing file, but never one of `inputs` (role → path: the rasters or checkpoint the
+    matrix came from; `OutputError`, see `check_confusion_path`); the write is all-or-nothing."""
     if len(classes) != cm.num_classes:
         raise ValueError(f"{len(classes)} class names for {cm.num_classes} classes")
     path = Path(path)
+    check_confusion_path(path, inputs)
     with AtomicOutputs(overwrite=True) as outputs:
         tmp = outputs.reserve(path)
         with open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -154,6 +162,16 @@ def write_confusion_csv(path: str | Path, cm: ConfusionMatrix, classes: Sequence
             for name, row in zip(classes, cm.matrix.tolist(), strict=True):
                 writer.writerow([name, *row])
     return path
+
+
+def check_confusion_path(
+    path: str | Path, inputs: Mapping[str, str | Path | None] | None = None, data: str | Path | None = None
+) -> None:
+    """`OutputError` when the confusion-matrix CSV `path` is one of `inputs` (role → path) or a GDAL sidecar of
+    one, or lies in the dataset folder `data`: an evaluation writes nothing among what it reads."""
+    check_outputs({"the confusion matrix": path}, inputs)
+    if data is not None:
+        check_apart(path, "the confusion matrix", data, "the dataset folder")
 
 
 def _check_same_grid(pred: Grid, label: Grid, pred_path: Path, label_path: Path) -> None:

@@ -144,7 +144,25 @@ class PredictOutputs:
         """GDAL's PAM sidecar of the map (its raster attribute table)."""
         return self.map.with_name(self.map.name + ".aux.xml")
 
+    def files(self) -> dict[str, Path]:
+        """Every file these outputs write, by the role an error message gives it: the map, the optional outputs
+        and the run record. GDAL sidecars come with each (the map's `.aux.xml` with the map): see
+        `mdseg.io.paths.check_outputs`, which refuses them when two are one file or one is an input."""
+        named = {
+            "the map": self.map,
+            "the probabilities": self.prob,
+            "the confidence raster": self.confidence,
+            "the polygons": self.vector,
+            "the run record": self.sidecar,
+        }
+        return {role: path for role, path in named.items() if path is not None}
+
     def extras(self) -> dict[str, Path]:
         """The optional outputs asked for, by the name the run record gives them."""
         named = {"probabilities": self.prob, "confidence": self.confidence, "vector": self.vector}
         return {name: path for name, path in named.items() if path is not None}
+
+
+def scene_inputs(opt: str | Path, sar: str | Path) -> dict[str, Path]:
+    """A scene's input rasters by the role an error message gives them (for `mdseg.io.paths.check_outputs`)."""
+    return {"the optical input": Path(opt), "the SAR input": Path(sar)}

@@ -21,7 +21,7 @@ import rasterio
 import torch
 
 import mdseg
-from mdseg.engine.options import PredictOptions, PredictOutputs
+from mdseg.engine.options import PredictOptions, PredictOutputs, scene_inputs
 from mdseg.engine.progress import ProgressCallback, progress_reporter
 from mdseg.engine.sink import MapSink
 from mdseg.engine.tile_runner import Normaliser, Predictor, TileModel, TileRunner, tile_seed
@@ -31,6 +31,7 @@ from mdseg.geo.tiles import tile_grid
 from mdseg.geo.vector import polygonise, vector_driver, write_polygons
 from mdseg.io.atomic import AtomicOutputs
 from mdseg.io.failures import writing
+from mdseg.io.paths import check_outputs
 from mdseg.io.raster import open_raster
 
 # Smallest GDAL block cache of a run (bytes), whatever the scene: two full-width block rows of a typical pair
@@ -137,7 +138,8 @@ def predict_scene(
     × 255, and with `samples` > 1 the predictor's disagreement × 255), `vector` (.gpkg/.geojson polygons per
     class, simplified by `simplify_m` metres, dropping those under `min_area_m2` m²). A JSON sidecar
     `<out stem>.json` records inputs, options, versions, timing, class areas and `run_info`. Every output
-    appears only if the whole run succeeds; existing outputs are refused unless `outputs.overwrite`.
+    appears only if the whole run succeeds; existing outputs are refused unless `outputs.overwrite`, and an output
+    that is an input or another output (`mdseg.io.paths.check_outputs`) always is.
     `progress`: a Rich bar (True), nothing (False), or a callback `(tiles_done, tiles_total)`.
 
     Memory does not grow with the scene height: blending and writing hold a few full-width rows (see
@@ -147,6 +149,7 @@ def predict_scene(
     """
     o = (options or PredictOptions()).with_defaults()
     out = PredictOutputs.of(outputs)
+    check_outputs(out.files(), scene_inputs(opt_path, sar_path))  # an input is never an output
     started = time.perf_counter()
     timer = {"read": 0.0, "predict": 0.0, "blend_write": 0.0}
     driver = vector_driver(out.vector) if out.vector is not None else None

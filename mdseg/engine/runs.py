@@ -20,6 +20,7 @@ import os
 from pathlib import Path, PurePath
 
 from mdseg.errors import OptionError
+from mdseg.io.paths import check_apart
 
 RUNS_DIR = Path("runs")
 CONFIG_FILE = "config.json"
@@ -43,8 +44,12 @@ def new_run_dir(data: str | Path, model: str, root: Path | None = None) -> Path:
     return candidate
 
 
-def check_new_run_dir(out: Path) -> None:
-    """`OptionError` unless `out` is missing or an empty folder (a new run never writes into an old one)."""
+def check_new_run_dir(out: Path, data: str | Path | None = None) -> None:
+    """`OptionError` unless `out` is missing or an empty folder (a new run never writes into an old one);
+    `OutputError` when it is the data folder `data`, lies inside it, or holds it (a run never writes among the
+    files it trains on)."""
+    if data is not None:
+        check_apart(out, "the run folder (--out)", data, "the data folder (--data)")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OptionError(
             f"run folder '{out}' exists and is not empty; resume it with --resume {out}, or choose another --out"

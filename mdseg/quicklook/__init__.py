@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mdseg.geo.sar import SarScale
 from mdseg.io.atomic import AtomicOutputs
+from mdseg.io.paths import check_outputs
 from mdseg.quicklook.panels import LegendEntry, Panel, QuickLook, read_quicklook
 from mdseg.quicklook.read import ClassStyle, display_grid, stretch, true_colour_bands
 from mdseg.quicklook.render import MARGIN_PX, PANEL_PX, picture_format, render_quicklook
@@ -54,13 +55,15 @@ def quicklook(
     label; a legend of the classes present with their share of the mapped pixels, a scale bar and the pixel
     size. Rasters are read decimated so the longest side is at most `max_size` px; `pred` and `label` must be
     on the optical grid, SAR may be on any grid (it is warped onto the optical one). The write is atomic;
-    an existing `out` is refused unless `overwrite`. See `read_quicklook` for the other arguments.
+    an existing `out` is refused unless `overwrite`, and one that is one of the rasters (or a GDAL sidecar of
+    one) always is. See `read_quicklook` for the other arguments.
 
     Raises `InputFileError` (missing or unreadable raster), `GeoreferenceError` (grids), `BandSelectionError`
     and `OptionError` (bands, sizes), `OutputError` / `OutputExistsError` (where `out` cannot go).
     """
     out = Path(out)
     fmt = picture_format(out)
+    check_output(out, overwrite, opt=opt, sar=sar, pred=pred, label=label)
     with AtomicOutputs(overwrite) as outputs:
         tmp = outputs.reserve(out)
         look = read_quicklook(
@@ -79,8 +82,19 @@ def quicklook(
     return out
 
 
-def check_output(out: str | Path, overwrite: bool = False) -> None:
-    """Raise now the errors `quicklook` would raise for `out` (format, missing folder, existing file), so a
-    long run that ends in a quick-look can refuse before it starts. Creates nothing."""
+def check_output(
+    out: str | Path,
+    overwrite: bool = False,
+    *,
+    opt: str | Path | None = None,
+    sar: str | Path | None = None,
+    pred: str | Path | None = None,
+    label: str | Path | None = None,
+) -> None:
+    """Raise now the errors `quicklook` would raise for `out` (format, missing folder, existing file, the same
+    file as one of the rasters given), so a long run that ends in a quick-look can refuse before it starts.
+    Creates nothing."""
     picture_format(Path(out))
+    inputs = {"the optical input": opt, "the SAR input": sar, "the map": pred, "the label": label}
+    check_outputs({"the picture": out}, inputs)
     AtomicOutputs(overwrite).check(out)

@@ -27,6 +27,7 @@ from mdseg.data.layout import CLASSES_FILE
 from mdseg.errors import OptionError, OutputError
 from mdseg.geo.writer import class_colormap, class_tags
 from mdseg.io.atomic import AtomicOutputs
+from mdseg.io.paths import check_outputs
 from mdseg.synth.landscape import build_landscape
 from mdseg.synth.render import UNLABELLED, SceneArrays, render
 
@@ -85,6 +86,7 @@ def synthesize_scene(
     out_dir = _make_dir(Path(out_dir))
     name = name or f"synth_{seed}"
     files = SceneFiles(*(out_dir / f"{name}_{role}.tif" for role in ("opt", "sar", "label")))
+    check_outputs(_roles(files))
     with AtomicOutputs(overwrite) as outputs:
         tmp = SceneFiles(*(outputs.reserve(p) for p in (files.opt, files.sar, files.label)))
         write_scene(generate_scene(seed, size), tmp)
@@ -117,12 +119,19 @@ def synthesize_dataset(
     root = _make_dir(Path(out_dir))
     names = [f"synth_{seed}_{i:0{max(4, len(str(scenes - 1)))}d}" for i in range(scenes)]
     splits = ["train"] * (scenes - val) + ["val"] * val
+    targets = [
+        SceneFiles(*(root / split / role / f"{name}.tif" for role in ("opt", "sar", "label")))
+        for name, split in zip(names, splits, strict=True)
+    ]
+    # Folders symlinked onto each other would put two files in one place: refuse before writing any.
+    check_outputs({"classes.json": root / CLASSES_FILE} | {k: v for t in targets for k, v in _roles(t).items()})
     with AtomicOutputs(overwrite) as outputs:
         classes = outputs.reserve(root / CLASSES_FILE)
         classes.write_text(json.dumps(_classes_json(), indent=2) + "\n")
-        for i, (name, split) in enumerate(zip(names, splits, strict=True)):
-            folders = [_make_dir(root / split / role) for role in ("opt", "sar", "label")]
-            files = SceneFiles(*(outputs.reserve(folder / f"{name}.tif") for folder in folders))
+        for i, target in enumerate(targets):
+            for path in (target.opt, target.sar, target.label):
+                _make_dir(path.parent)
+            files = SceneFiles(*(outputs.reserve(p) for p in (target.opt, target.sar, target.label)))
             write_scene(generate_scene(seed, size, index=i), files)
             if progress is not None:
                 progress(i)
@@ -175,6 +184,15 @@ def _classes_json() -> dict:
         "palette": [list(c) for c in WHU_PALETTE],
         "label_map": {str(k): k for k in range(len(WHU_CLASSES))},
         "ignore": UNLABELLED,
+    }
+
+
+def _roles(files: SceneFiles) -> dict[str, Path]:
+    """A scene's files by the role an error message gives them."""
+    return {
+        f"the optical raster of {files.opt.stem}": files.opt,
+        f"the SAR raster of {files.sar.stem}": files.sar,
+        f"the label raster of {files.label.stem}": files.label,
     }
 
 

@@ -317,9 +317,9 @@ def _agree_on_run_dir(settings: TrainSettings, ranks: Ranks) -> Path:
     if ranks.main:
         try:
             run_dir = Path(settings.out) if settings.out else new_run_dir(settings.data, settings.model)
-            check_new_run_dir(run_dir)
+            check_new_run_dir(run_dir, settings.data)
             choice = (str(run_dir), None)
-        except OptionError as exc:
+        except MdsegError as exc:
             choice = (None, str(exc))
     folder, error = ranks.broadcast(choice)
     if error is not None:
