@@ -110,6 +110,15 @@ def _check(o: PredictOptions) -> None:
             raise OptionError(message)
 
 
+# What `PredictOutputs.files()` calls each output's style.
+STYLE_ROLES = {
+    "map": "the map's",
+    "probabilities": "the probabilities'",
+    "confidence": "the confidence raster's",
+    "vector": "the polygons'",
+}
+
+
 @dataclass(frozen=True)
 class PredictOutputs:
     """Where one scene's outputs go: the land-cover map (a COG; its run record `<stem>.json` and `.aux.xml`
@@ -154,8 +163,17 @@ class PredictOutputs:
             "the confidence raster": self.confidence,
             "the polygons": self.vector,
             "the run record": self.sidecar,
+            **{f"{STYLE_ROLES[name]} style": path for name, path in self.styles().items()},
         }
         return {role: path for role, path in named.items() if path is not None}
+
+    def styles(self) -> dict[str, Path]:
+        """The QGIS styles written beside the outputs, by output name: `<stem>.qml` beside each raster and a
+        GeoJSON (QGIS loads it as the layer's default style); a GeoPackage holds its style itself."""
+        named = {"map": self.map, "probabilities": self.prob, "confidence": self.confidence}
+        if self.vector is not None and self.vector.suffix.lower() != ".gpkg":
+            named["vector"] = self.vector
+        return {name: path.with_suffix(".qml") for name, path in named.items() if path is not None}
 
     def extras(self) -> dict[str, Path]:
         """The optional outputs asked for, by the name the run record gives them."""

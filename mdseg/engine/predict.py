@@ -27,8 +27,9 @@ from mdseg.engine.sink import MapSink
 from mdseg.engine.tile_runner import Normaliser, Predictor, TileModel, TileRunner, tile_seed
 from mdseg.geo.blend import TileBlender
 from mdseg.geo.pair import RasterPair, grid_of
+from mdseg.geo.style import categorised_qml
 from mdseg.geo.tiles import tile_grid
-from mdseg.geo.vector import polygonise, vector_driver, write_polygons
+from mdseg.geo.vector import polygonise, store_gpkg_style, vector_driver, write_polygons
 from mdseg.io.atomic import AtomicOutputs
 from mdseg.io.failures import writing
 from mdseg.io.paths import check_outputs
@@ -159,6 +160,9 @@ def predict_scene(
         for name, path in out.extras().items():
             tmp[name] = atomic.reserve(path)
             targets[name] = str(path)
+        for name, path in out.styles().items():
+            tmp[f"{name}_style"] = atomic.reserve(path)
+            targets[f"{name}_style"] = str(path)
         tmp["sidecar"] = atomic.reserve(out.sidecar)
         # GDAL's default block cache (5 % of RAM) would fill with the scene's blocks; a caller's setting is kept.
         bound_cache = not _caller_sets_gdal_cache()
@@ -216,6 +220,12 @@ def predict_scene(
                 tmp["map"], model.classes, simplify_m=o.simplify_m, min_area_m2=o.min_area_m2
             )
             write_polygons(tmp["vector"], geoms, ids, areas, model.classes, pair.grid.crs, driver, target=out.vector)
+            qml = categorised_qml(model.classes, model.palette)
+            if driver == "GPKG":
+                store_gpkg_style(tmp["vector"], qml, target=out.vector)
+            else:
+                with writing(out.styles()["vector"], "polygon style"):
+                    tmp["vector_style"].write_text(qml)
             timer["vector"] = time.perf_counter() - t0
         timer["total"] = time.perf_counter() - started
         # The record holds the options as run: defaults filled in, bands as selected.

@@ -16,6 +16,7 @@ import rasterio
 import mdseg
 from mdseg.geo.blend import BlendedBlock
 from mdseg.geo.grid import Grid, pixel_areas_m2
+from mdseg.geo.style import gradient_qml, paletted_qml
 from mdseg.geo.writer import CLASS_NODATA, StreamingCOG, class_aux_xml, class_colormap, class_tags
 from mdseg.io.atomic import AtomicOutputs
 from mdseg.io.failures import writing
@@ -26,6 +27,9 @@ OUTPUT_NAMES = {
     "probabilities": "probability raster",
     "confidence": "confidence raster",
     "aux": "class table sidecar",
+    "map_style": "map style",
+    "probabilities_style": "probability style",
+    "confidence_style": "confidence style",
 }
 
 
@@ -36,7 +40,8 @@ class MapSink:
     band goes to the writers when its last block is in. Only uint8 bands are full width, so the sink's memory is
     (output bands) × tile height × scene width bytes (plus a validity band when a masked raster is written).
 
-    `tmp` maps each output ("map", "aux", and "probabilities" / "confidence" when asked for) to the path written;
+    `tmp` maps each output ("map", "aux", and "probabilities" / "confidence" when asked for; "<output>_style" for
+    the QGIS styles to write beside them) to the path written;
     `targets` to the path errors name (the user's, when `tmp` holds temporaries beside them; default `tmp`; the
     map's sidecar by default `<map>.aux.xml`).
     """
@@ -128,6 +133,11 @@ class MapSink:
                 writer.finish(self.tmp[name])
         with self._writing("aux"):
             self.tmp["aux"].write_text(class_aux_xml(self.classes, self.palette))
+        for name in self.writers:
+            if f"{name}_style" in self.tmp:
+                qml = paletted_qml(self.classes, self.palette) if name == "map" else gradient_qml()
+                with self._writing(f"{name}_style"):
+                    self.tmp[f"{name}_style"].write_text(qml)
 
     def class_table(self) -> list[dict]:
         """Per class: id, name, pixels, area (km²), percent of classified pixels."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ import shapely
 from affine import Affine
 from rasterio.windows import Window
 
+import mdseg
 from mdseg.errors import OutputError
 from mdseg.geo.grid import Grid, pixel_areas_m2
 from mdseg.geo.writer import CLASS_NODATA
@@ -22,6 +24,9 @@ from mdseg.io.failures import writing
 from mdseg.io.raster import open_raster, read_errors
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
+# The polygons' layer, and its geometry column in a GeoPackage (OGR's default name there).
+LAYER = "landcover"
+GPKG_GEOMETRY_COLUMN = "geom"
 # Rows polygonised at once: bounds the raster memory of a pass (rows × width bytes) on any scene.
 _BLOCK_ROWS = 1024
 # Metres per degree of latitude (mean): converts a simplification tolerance for geographic CRSs.
@@ -114,10 +119,45 @@ def write_polygons(
             shapely.to_wkb(geometries),
             [class_ids, names, areas_m2],
             ["class_id", "class_name", "area_m2"],
-            layer="landcover",
+            layer=LAYER,
             driver=driver,
             geometry_type="Polygon",
             crs=crs.to_wkt() if crs is not None else None,
+        )
+
+
+def store_gpkg_style(
+    path: str | Path, qml: str, *, layer: str = LAYER, name: str = "mdseg classes", target: str | Path | None = None
+) -> None:
+    """Store `qml` in the GeoPackage at `path` as `layer`'s default style: a row of QGIS's `layer_styles` table
+    (created with QGIS's columns), which QGIS loads when it opens the layer, so the style travels with the file.
+    A failed write is an `OutputError` naming `target` (default `path`)."""
+    now = np.array([np.datetime64(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), "ms")])
+    columns = {
+        "f_table_catalog": np.array([""], dtype=object),
+        "f_table_schema": np.array([""], dtype=object),
+        "f_table_name": np.array([layer], dtype=object),
+        "f_geometry_column": np.array([GPKG_GEOMETRY_COLUMN], dtype=object),
+        "styleName": np.array([name], dtype=object),
+        "styleQML": np.array([qml], dtype=object),
+        "styleSLD": np.array([""], dtype=object),
+        "useAsDefault": np.array([True]),
+        "description": np.array([f"written by mdseg {mdseg.__version__}"], dtype=object),
+        "owner": np.array([""], dtype=object),
+        "ui": np.array([None], dtype=object),
+        "update_time": now,
+    }
+    failures = (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError)
+    with writing(target or path, "polygon style", failures, written=path):
+        pyogrio.raw.write(
+            str(path),
+            None,
+            list(columns.values()),
+            list(columns),
+            layer="layer_styles",
+            driver="GPKG",
+            geometry_type=None,
+            append=True,
         )
 
 
