@@ -60,7 +60,12 @@ class Downsample(nn.Module):
         self.norm = nn.LayerNorm(dim_out)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.norm(self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+        x = x.permute(0, 3, 1, 2)
+        if self.conv.weight.is_contiguous() and self.conv.weight.numel() > x.numel():
+            # a channels-last input makes the convolution reorder its NCHW weight on every call; in the later
+            # stages the weight is the larger tensor (36× the input in `paper`'s last), so copy the input
+            x = x.contiguous()
+        return self.norm(self.conv(x).permute(0, 2, 3, 1))
 
 
 class Mlp(nn.Module):
@@ -86,6 +91,25 @@ def conv_silu(x: Tensor, conv: nn.Conv2d) -> Tensor:
     The convolution of a channels-last view returns channels-last memory; making it contiguous here, once,
     saves the scan's projections and kernel a copy each."""
     return F.silu(conv(x.permute(0, 3, 1, 2)).contiguous())
+
+
+def channels_to_last(y: Tensor, height: int, width: int) -> Tensor:
+    """(B, C, H·W) -> contiguous (B, H, W, C), one map at a time: a single map's transpose is a 2-D one, which
+    PyTorch copies in cache-sized blocks; the batched transpose (LayerNorm's own copy of a transposed view)
+    is an element-by-element strided copy, up to twice as slow on the first stages' maps."""
+    batch, channels, _ = y.shape
+    out = y.new_empty(batch, height * width, channels)
+    for i in range(batch):
+        out[i].copy_(y[i].t())
+    return out.view(batch, height, width, channels)
+
+
+def per_pixel(weight: Tensor, maps: Tensor) -> Tensor:
+    """Projections (k, c, d) applied at every pixel of maps (B, d, H, W) -> (B, k·c, H·W).
+
+    One bmm over the maps as they lie: einsum copies a batch of maps into (B, H·W, d) first, and matmul
+    copies its result out of the transposed product it computes."""
+    return torch.bmm(weight.flatten(0, 1).expand(maps.shape[0], -1, -1), maps.flatten(2))
 
 
 class ScanCore(nn.Module):
@@ -133,17 +157,11 @@ class ScanCore(nn.Module):
         per pixel, and only their small outputs are reordered into each direction's scan order.
         """
         b, d, h, w = u.shape
-        weight = self.x_proj_weight
         if drive_forward is drive_reverse:
-            x_dbl = torch.einsum("bdl,kcd->bkcl", drive_forward.flatten(2), weight)
+            x_dbl = per_pixel(self.x_proj_weight, drive_forward)
         else:
-            x_dbl = torch.cat(
-                [
-                    torch.einsum("bdl,kcd->bkcl", drive_forward.flatten(2), weight[:2]),
-                    torch.einsum("bdl,kcd->bkcl", drive_reverse.flatten(2), weight[2:]),
-                ],
-                dim=1,
-            )
+            forward, reverse = self.x_proj_weight[:2], self.x_proj_weight[2:]
+            x_dbl = torch.cat([per_pixel(forward, drive_forward), per_pixel(reverse, drive_reverse)], dim=1)
         x_dbl = to_scan_order(x_dbl.view(b, DIRECTIONS, -1, h, w))
         dt_low, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
         # a broadcast matmul writes (b, k, d, l) contiguous; einsum returned a permuted view the scan copied
@@ -158,7 +176,7 @@ class ScanCore(nn.Module):
             delta_bias=self.dt_proj_bias.reshape(-1).float(),
             delta_softplus=True,
         )
-        return self.out_norm(y.transpose(1, 2).reshape(b, h, w, d))
+        return self.out_norm(channels_to_last(y, h, w))
 
 
 class SS2D(nn.Module):
