@@ -135,9 +135,11 @@ def predict_scene(
     bare path): uint8 classes 0..K−1, 255 = nodata, colour table from `model.palette`, class names in band tags
     and `<out>.aux.xml`. Options left None take the module defaults (`PredictOptions.with_defaults`).
 
-    Optional outputs (`PredictOutputs`): `prob` (K bands, probability × 255), `confidence` (max probability
-    × 255, and with `samples` > 1 the predictor's disagreement × 255), `vector` (.gpkg/.geojson polygons per
-    class, simplified by `simplify_m` metres, dropping those under `min_area_m2` m²). A JSON sidecar
+    Optional outputs (`PredictOutputs`): `prob` (K bands of probabilities), `confidence` (max probability, and
+    with `samples` > 1 the predictor's disagreement) — bytes 0–254 with GDAL scale 1/254 (readers applying it get
+    fractions 0–1), nodata 255 outside the region —, `vector` (.gpkg/.geojson polygons per class, simplified by
+    `simplify_m` metres, dropping those under `min_area_m2` m²). A QGIS style `<stem>.qml` sits beside each
+    raster and a GeoJSON (a GeoPackage holds its own). A JSON sidecar
     `<out stem>.json` records inputs, options, versions, timing, class areas and `run_info`. Every output
     appears only if the whole run succeeds; existing outputs are refused unless `outputs.overwrite`, and an output
     that is an input or another output (`mdseg.io.paths.check_outputs`) always is.

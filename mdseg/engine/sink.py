@@ -21,6 +21,9 @@ from mdseg.geo.writer import CLASS_NODATA, StreamingCOG, class_aux_xml, class_co
 from mdseg.io.atomic import AtomicOutputs
 from mdseg.io.failures import writing
 
+# Probabilities and confidence: byte b means the fraction b × FRACTION_SCALE (254 → 1); FRACTION_NODATA: none.
+FRACTION_NODATA = 255
+FRACTION_SCALE = 1 / 254
 # What each output is called in error messages.
 OUTPUT_NAMES = {
     "map": "land-cover map",
@@ -38,7 +41,12 @@ class MapSink:
 
     A band is the rows one tile row finishes (at most a tile high); its blocks arrive left to right, and the
     band goes to the writers when its last block is in. Only uint8 bands are full width, so the sink's memory is
-    (output bands) × tile height × scene width bytes (plus a validity band when a masked raster is written).
+    (output bands) × tile height × scene width bytes.
+
+    Probabilities and confidence are bytes 0–254 for fractions 0–1 (`FRACTION_SCALE` = 1/254, stored as the bands'
+    GDAL scale, offset 0, so readers applying it get fractions; 254 is exactly 1) and `FRACTION_NODATA` (255)
+    outside the prediction's region: nodata, not an internal mask, so GDAL's statistics and QGIS see one band per
+    value and no mask band.
 
     `tmp` maps each output ("map", "aux", and "probabilities" / "confidence" when asked for; "<output>_style" for
     the QGIS styles to write beside them) to the path written;
@@ -71,10 +79,7 @@ class MapSink:
         self.writers: dict[str, StreamingCOG] = {}
         self.bands: dict[str, np.ndarray] = {}
         self.band_rows = band_rows
-        # Only the masked rasters (probabilities, confidence) need validity; columns outside the region keep
-        # their fill (nodata, or 0 and unmasked) in every band.
-        masked = "probabilities" in tmp or "confidence" in tmp
-        self.valid = np.zeros((band_rows if masked else 0, grid.width), dtype=bool)
+        # Columns outside the region keep their fill (nodata) in every band.
 
         def open_writer(name: str, count: int, fill: int, **kwargs: object) -> None:
             with self._writing(name):
@@ -93,12 +98,12 @@ class MapSink:
             tags={"MDSEG_VERSION": mdseg.__version__},
             band_tags={1: class_tags(classes)},
         )
+        fractions = {"nodata": FRACTION_NODATA, "scale": FRACTION_SCALE, "overview_resampling": "average"}
         if "probabilities" in tmp:
-            kwargs = {"masked": True, "descriptions": list(classes), "overview_resampling": "average"}
-            open_writer("probabilities", self.k, 0, **kwargs)
+            open_writer("probabilities", self.k, FRACTION_NODATA, descriptions=list(classes), **fractions)
         if "confidence" in tmp:
             names = ["max probability"] + (["sample disagreement"] if samples > 1 else [])
-            open_writer("confidence", len(names), 0, masked=True, descriptions=names, overview_resampling="average")
+            open_writer("confidence", len(names), FRACTION_NODATA, descriptions=names, **fractions)
 
     def write(self, block: BlendedBlock) -> None:
         """Put a blended block into its band; write the band (after any all-nodata rows above it) once complete."""
@@ -108,26 +113,23 @@ class MapSink:
         cls = np.where(block.covered, probs.argmax(axis=0), CLASS_NODATA).astype(np.uint8)
         self._count(cls, self.row0 + block.row)
         self.bands["map"][0, :n, cols] = cls
-        if self.valid.size:
-            self.valid[:n, cols] = block.covered
         if "probabilities" in self.bands:
-            self.bands["probabilities"][:, :n, cols] = _to_byte(probs)
+            self.bands["probabilities"][:, :n, cols] = _to_byte(probs, block.covered)
         if "confidence" in self.bands:
-            self.bands["confidence"][0, :n, cols] = _to_byte(probs.max(axis=0))
+            self.bands["confidence"][0, :n, cols] = _to_byte(probs.max(axis=0), block.covered)
             if self.writers["confidence"].count > 1:
-                self.bands["confidence"][1, :n, cols] = _to_byte(block.values[self.k])
+                self.bands["confidence"][1, :n, cols] = _to_byte(block.values[self.k], block.covered)
         if block.col + m == int(self.window.width):
             self._fill_to(self.row0 + block.row)
             for name, writer in self.writers.items():
                 with self._writing(name):
-                    writer.write(self.bands[name][:, :n], self.valid[:n] if writer.masked else None)
+                    writer.write(self.bands[name][:, :n])
 
     def finish(self) -> None:
         """Fill rows below the region with nodata and convert every raster to a COG; write the map's RAT."""
         self._fill_to(self.grid.height)
         # The conversion should not stack on top of the row bands.
         self.bands.clear()
-        self.valid = np.zeros((0, self.grid.width), dtype=bool)
         for name, writer in self.writers.items():
             with self._writing(name):
                 writer.finish(self.tmp[name])
@@ -162,18 +164,19 @@ class MapSink:
         """Write all-nodata rows until raster row `row`, a band's height at a time (the writers gather blocks)."""
         while (done := self.writers["map"].rows_written) < row:
             n = min(row - done, self.band_rows)
-            empty = np.zeros((n, self.grid.width), dtype=bool)
             for name, writer in self.writers.items():
-                fill = CLASS_NODATA if name == "map" else 0
+                fill = CLASS_NODATA if name == "map" else FRACTION_NODATA
                 values = np.full((writer.count, n, self.grid.width), fill, dtype=np.uint8)
                 with self._writing(name):
-                    writer.write(values, empty if writer.masked else None)
+                    writer.write(values)
 
     def _writing(self, name: str) -> AbstractContextManager[None]:
         """A failed write of output `name` as an `OutputError` naming its target."""
         return writing(self.targets[name], OUTPUT_NAMES[name])
 
 
-def _to_byte(p: np.ndarray) -> np.ndarray:
-    """Probabilities in [0, 1] → uint8 0–255."""
-    return np.clip(np.rint(p * 255.0), 0, 255).astype(np.uint8)
+def _to_byte(p: np.ndarray, covered: np.ndarray) -> np.ndarray:
+    """Fractions in [0, 1] (…, n, m) → uint8 0–254 (`FRACTION_SCALE`), `FRACTION_NODATA` where not `covered`."""
+    byte = np.clip(np.rint(p / FRACTION_SCALE), 0, FRACTION_NODATA - 1).astype(np.uint8)
+    byte[..., ~covered] = FRACTION_NODATA
+    return byte

@@ -36,7 +36,7 @@ class StreamingCOG:
         grid: output grid.
         count: bands.
         nodata: nodata value, or None.
-        masked: write a per-dataset mask (for rasters where every byte value is meaningful).
+        scale: every band's scale (readers' value = byte × scale, offset 0), or None for raw bytes.
         colormap: band-1 colour table {value: (r, g, b, a)}.
         descriptions: one per band.
         tags: dataset metadata; band_tags: per-band metadata (1-based band → tags).
@@ -49,14 +49,14 @@ class StreamingCOG:
         count: int,
         *,
         nodata: int | None = None,
-        masked: bool = False,
+        scale: float | None = None,
         colormap: Mapping[int, tuple[int, int, int, int]] | None = None,
         descriptions: Sequence[str] | None = None,
         tags: Mapping[str, str] | None = None,
         band_tags: Mapping[int, Mapping[str, str]] | None = None,
         overview_resampling: str = "mode",
     ) -> None:
-        self.grid, self.count, self.masked = grid, count, masked
+        self.grid, self.count = grid, count
         self.overview_resampling = overview_resampling
         _mute_libtiff_global_errors()
         self._dst = rasterio.open(
@@ -84,23 +84,21 @@ class StreamingCOG:
             self._dst.update_tags(**tags)
         for band, btags in (band_tags or {}).items():
             self._dst.update_tags(band, **btags)
+        if scale is not None:
+            self._dst.scales = (scale,) * count
+            self._dst.offsets = (0.0,) * count
         rows = min(BLOCK, grid.height)
         self._buf = np.empty((count, rows, grid.width), dtype=np.uint8)
-        self._mask = np.empty((rows, grid.width), dtype=np.uint8) if masked else None
         self._filled = 0  # rows in the buffer
         self._row = 0  # raster row of buffer row 0
 
-    def write(self, values: np.ndarray, valid: np.ndarray | None = None) -> None:
-        """Append the next rows: `values` (count, n, width) uint8; `valid` (n, width) bool when `masked`."""
+    def write(self, values: np.ndarray) -> None:
+        """Append the next rows: `values` (count, n, width) uint8."""
         n = values.shape[1]
         done = 0
         while done < n:
             take = min(n - done, self._buf.shape[1] - self._filled)
             self._buf[:, self._filled : self._filled + take] = values[:, done : done + take]
-            if self._mask is not None:
-                # In place: np.where(valid, 255, 0) would make an int64 temporary 8× the size of the rows.
-                mask = self._mask[self._filled : self._filled + take]
-                np.multiply(valid[done : done + take], np.uint8(255), out=mask)
             self._filled += take
             done += take
             if self._filled == self._buf.shape[1] or self._row + self._filled == self.grid.height:
@@ -117,7 +115,7 @@ class StreamingCOG:
             raise ValueError(f"{self.rows_written} of {self.grid.height} rows written")
         self._dst.close()
         # The conversion should not stack on top of the strip buffers.
-        self._buf = self._mask = None
+        self._buf = None
         rasterio.shutil.copy(
             self._dst.name,
             dst,
@@ -138,8 +136,6 @@ class StreamingCOG:
         n = self._filled
         window = ((self._row, self._row + n), (0, self.grid.width))
         self._dst.write(self._buf[:, :n], window=window)
-        if self._mask is not None:
-            self._dst.write_mask(self._mask[:n], window=window)
         self._row += n
         self._filled = 0
 

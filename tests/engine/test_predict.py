@@ -203,8 +203,8 @@ def test_probability_and_confidence_rasters(tmp_path):
         assert src.descriptions == ("max probability", "sample disagreement")
         conf = src.read()
     truth = read(opt)[0]
-    assert (np.take_along_axis(probs, truth[None].astype(int), 0) == 179).all()  # round(0.7 * 255)
-    assert (conf[0] == 179).all() and (conf[1] == 128).all()
+    assert (np.take_along_axis(probs, truth[None].astype(int), 0) == 178).all()  # round(0.7 * 254)
+    assert (conf[0] == 178).all() and (conf[1] == 127).all()
 
 
 def test_vector_polygons_are_dissolved_per_class_with_areas(tmp_path):

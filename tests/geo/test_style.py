@@ -114,6 +114,14 @@ def test_qgis_lists_exactly_the_classes_of_the_map(shown):
     assert shown["map.tif"]["colours"] == ["#0000ff", "#008000", "#c80000"]
 
 
+def test_qgis_shows_probabilities_and_confidence_as_a_gradient_over_fractions(shown):
+    for name, bands in (("p.tif", 3), ("c.tif", 1)):
+        info = shown[name]
+        assert (info["type"], info["band"], info["min"], info["max"]) == ("singlebandpseudocolor", 1, 0.0, 1.0)
+        assert info["bands"] == bands  # no mask band beside the data
+        assert info["centre"] == pytest.approx(0.7 if name == "c.tif" else 0.15, abs=0.003)
+
+
 def test_qgis_categorises_polygons_by_class_from_a_geojson_qml_and_a_geopackage_table(shown):
     for name in ("v.geojson", "v.gpkg"):
         info = shown[name]

@@ -1,0 +1,75 @@
+"""What GIS readers find in a run's outputs (as `gdalinfo`/`ogrinfo` would report it, read through rasterio,
+pyogrio, sqlite3 and pystac): probabilities and confidence as scaled fractions with nodata and no mask band."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.enums import MaskFlags
+from rasterio.transform import from_origin
+
+from mdseg.engine.predict import PredictOptions, PredictOutputs, TileModel, predict_scene
+
+CLASSES = ["water", "forest", "city"]
+PALETTE = [(0, 0, 255), (0, 128, 0), (200, 0, 0)]
+
+
+def predictor(opt, sar, generators, steps, samples):
+    """Probability 0.7 on the class in optical band 1, 0.15 on the others."""
+    cls = opt[:, 0].round().long().clamp(0, 2)
+    return 0.15 + 0.55 * torch.nn.functional.one_hot(cls, 3).permute(0, 3, 1, 2).float()
+
+
+def scene(folder: Path, h: int = 30, w: int = 40) -> tuple[Path, Path]:
+    """Optical band 1: class ids in vertical stripes, the first 8 columns nodata (99); SAR zeros; 10 m UTM."""
+    cls = np.repeat(np.arange(w) * 3 // w, h).reshape(w, h).T.astype("uint16")
+    cls[:, :8] = 99
+    transform = from_origin(500_000, 4_000_000, 10, 10)
+    paths = []
+    for name, data, nodata in (("opt", np.stack([cls, cls]), 99), ("sar", np.zeros((1, h, w), "float32"), None)):
+        profile = dict(driver="GTiff", width=w, height=h, count=data.shape[0], dtype=data.dtype, crs="EPSG:32633")
+        with rasterio.open(folder / f"{name}.tif", "w", transform=transform, nodata=nodata, **profile) as dst:
+            dst.write(data)
+        paths.append(folder / f"{name}.tif")
+    return paths[0], paths[1]
+
+
+def run(folder: Path, **outputs: Path):
+    opt, sar = scene(folder)
+    model = TileModel(predictor, CLASSES, PALETTE)
+    options = PredictOptions(tile=32, overlap=8)
+    return predict_scene(opt, sar, PredictOutputs(folder / "map.tif", **outputs), model, options, progress=False)
+
+
+@pytest.fixture(scope="module")
+def rasters(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("rasters")
+    run(folder, prob=folder / "p.tif", confidence=folder / "c.tif")
+    return folder
+
+
+@pytest.mark.parametrize("name", ["p.tif", "c.tif"])
+def test_probabilities_and_confidence_carry_scale_offset_and_nodata_not_a_mask(rasters, name):
+    with rasterio.open(rasters / name) as src:
+        assert set(src.scales) == {1 / 254} and set(src.offsets) == {0.0} and src.nodata == 255
+        assert all(flags == [MaskFlags.nodata] for flags in src.mask_flag_enums)
+        data = src.read(1)
+    assert (data[:, :8] == 255).all()  # outside the optical footprint
+    assert data[:, 8:].max() < 255
+
+
+def test_scaled_values_are_the_probabilities(rasters):
+    with rasterio.open(rasters / "c.tif") as src:
+        confidence = src.read(1, masked=True) * src.scales[0] + src.offsets[0]
+    assert confidence.mask[:, :8].all() and not confidence.mask[:, 8:].any()
+    assert np.allclose(confidence[:, 8:], 0.7, atol=0.5 / 254)
+
+
+def test_gdal_statistics_leave_nodata_out(rasters):
+    with rasterio.open(rasters / "c.tif") as src:
+        stats = src.stats(indexes=[1], approx=False)[0]
+    assert stats.min == stats.max == 178  # round(0.7 × 254): the nodata columns do not count as 0
