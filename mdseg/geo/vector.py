@@ -24,6 +24,10 @@ from mdseg.io.failures import writing
 from mdseg.io.raster import open_raster, read_errors
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
+# Creation options per driver: GeoJSON per RFC 7946 (OGR reprojects to WGS84 lon/lat and writes no `crs` member);
+# GeoPackage 1.2, which every GDAL since 2.2 reads without a version warning (GDAL ≥ 3.9 writes 1.4 by default).
+DATASET_OPTIONS = {"GPKG": {"VERSION": "1.2"}, "GeoJSON": {}}
+LAYER_OPTIONS = {"GPKG": {}, "GeoJSON": {"RFC7946": "YES"}}
 # The polygons' layer, and its geometry column in a GeoPackage (OGR's default name there).
 LAYER = "landcover"
 GPKG_GEOMETRY_COLUMN = "geom"
@@ -108,6 +112,9 @@ def write_polygons(
 ) -> None:
     """Write polygons with fields class_id, class_name, area_m2 to `path` (GeoPackage or GeoJSON).
 
+    A GeoPackage (version 1.2) keeps `crs`; GeoJSON follows RFC 7946: WGS84 longitude/latitude, reprojected from
+    `crs`, no `crs` member.
+
     A failed write (no space left, read-only file system, permission denied) is an `OutputError` naming
     `target` (the user's path, when `path` is a temporary beside it; default `path`).
     """
@@ -123,6 +130,8 @@ def write_polygons(
             driver=driver,
             geometry_type="Polygon",
             crs=crs.to_wkt() if crs is not None else None,
+            dataset_options=DATASET_OPTIONS[driver],
+            layer_options=LAYER_OPTIONS[driver],
         )
 
 

@@ -1,11 +1,15 @@
 """What GIS readers find in a run's outputs (as `gdalinfo`/`ogrinfo` would report it, read through rasterio,
-pyogrio, sqlite3 and pystac): probabilities and confidence as scaled fractions with nodata and no mask band."""
+pyogrio, sqlite3 and pystac): probabilities and confidence as scaled fractions with nodata and no mask band;
+GeoJSON per RFC 7946; GeoPackage 1.2 holding its QGIS style."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 
 import numpy as np
+import pyogrio
 import pytest
 import rasterio
 import torch
@@ -73,3 +77,37 @@ def test_gdal_statistics_leave_nodata_out(rasters):
     with rasterio.open(rasters / "c.tif") as src:
         stats = src.stats(indexes=[1], approx=False)[0]
     assert stats.min == stats.max == 178  # round(0.7 × 254): the nodata columns do not count as 0
+
+
+@pytest.fixture(scope="module")
+def vectors(tmp_path_factory) -> Path:
+    """A run writing GeoJSON polygons and one writing a GeoPackage, in one folder each; the folder of both."""
+    folder = tmp_path_factory.mktemp("vectors")
+    for kind in ("geojson", "gpkg"):
+        (folder / kind).mkdir()
+        run(folder / kind, vector=folder / f"v.{kind}")
+    return folder
+
+
+def test_geojson_is_rfc7946_lon_lat_without_a_crs_member(vectors):
+    data = json.loads((vectors / "v.geojson").read_text())
+    assert "crs" not in data and data["features"]
+    lons, lats = np.concatenate([np.array(f["geometry"]["coordinates"][0]) for f in data["features"]]).T
+    assert np.all((lons > 14.9) & (lons < 15.1)) and np.all((lats > 36.0) & (lats < 36.2))  # UTM 33N, 4000 km N
+    assert pyogrio.read_info(vectors / "v.geojson")["crs"] in ("EPSG:4326", "OGC:CRS84")
+
+
+def test_geopackage_is_version_1_2(vectors):
+    with sqlite3.connect(vectors / "v.gpkg") as db:
+        application_id, user_version = (
+            db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("application_id", "user_version")
+        )
+    assert (application_id, user_version) == (0x47504B47, 10200)  # 'GPKG', 1.2.0
+
+
+def test_geopackage_holds_its_class_style_as_qgis_default(vectors):
+    with sqlite3.connect(vectors / "v.gpkg") as db:
+        rows = db.execute("SELECT f_table_name, f_geometry_column, useAsDefault, styleQML FROM layer_styles").fetchall()
+        registered = db.execute("SELECT data_type FROM gpkg_contents WHERE table_name = 'layer_styles'").fetchall()
+    assert len(rows) == 1 and rows[0][:3] == ("landcover", "geom", 1) and registered == [("attributes",)]
+    assert 'attr="class_id"' in rows[0][3] and all(f'label="{name}"' in rows[0][3] for name in CLASSES)
