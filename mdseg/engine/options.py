@@ -121,8 +121,9 @@ STYLE_ROLES = {
 
 @dataclass(frozen=True)
 class PredictOutputs:
-    """Where one scene's outputs go: the land-cover map (a COG; its run record `<stem>.json` and `.aux.xml`
-    sit beside it), and optionally class probabilities, confidence and polygons (.gpkg or .geojson).
+    """Where one scene's outputs go: the land-cover map (a COG; its run record `<stem>.json`, `.aux.xml`, QGIS
+    style `<stem>.qml` and STAC Item `<stem>.stac.json` sit beside it), and optionally class probabilities,
+    confidence and polygons (.gpkg or .geojson), each raster and a GeoJSON with its own `.qml`.
     Existing outputs are refused unless `overwrite`."""
 
     map: Path
@@ -164,8 +165,14 @@ class PredictOutputs:
             "the polygons": self.vector,
             "the run record": self.sidecar,
             **{f"{STYLE_ROLES[name]} style": path for name, path in self.styles().items()},
+            "the STAC item": self.stac,
         }
         return {role: path for role, path in named.items() if path is not None}
+
+    @property
+    def stac(self) -> Path:
+        """The STAC Item describing the map and linking every other output, `<map stem>.stac.json` beside it."""
+        return self.map.with_suffix(".stac.json")
 
     def styles(self) -> dict[str, Path]:
         """The QGIS styles written beside the outputs, by output name: `<stem>.qml` beside each raster and a

@@ -23,10 +23,12 @@ import torch
 import mdseg
 from mdseg.engine.options import PredictOptions, PredictOutputs, scene_inputs
 from mdseg.engine.progress import ProgressCallback, progress_reporter
-from mdseg.engine.sink import MapSink
+from mdseg.engine.sink import FRACTION_SCALE, MapSink
 from mdseg.engine.tile_runner import Normaliser, Predictor, TileModel, TileRunner, tile_seed
 from mdseg.geo.blend import TileBlender
+from mdseg.geo.grid import Grid
 from mdseg.geo.pair import RasterPair, grid_of
+from mdseg.geo.stac import map_item
 from mdseg.geo.style import categorised_qml
 from mdseg.geo.tiles import tile_grid
 from mdseg.geo.vector import polygonise, store_gpkg_style, vector_driver, write_polygons
@@ -166,6 +168,8 @@ def predict_scene(
             tmp[f"{name}_style"] = atomic.reserve(path)
             targets[f"{name}_style"] = str(path)
         tmp["sidecar"] = atomic.reserve(out.sidecar)
+        tmp["stac"] = atomic.reserve(out.stac)
+        targets["stac"] = str(out.stac)
         # GDAL's default block cache (5 % of RAM) would fill with the scene's blocks; a caller's setting is kept.
         bound_cache = not _caller_sets_gdal_cache()
         if bound_cache:
@@ -253,7 +257,44 @@ def predict_scene(
         }
         with writing(out.sidecar, "run record"):
             tmp["sidecar"].write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
+        item = _stac_item(out, pair.grid, model, result, run_info or {})
+        with writing(out.stac, "STAC item"):
+            tmp["stac"].write_text(json.dumps(item, indent=2, default=str) + "\n")
     return result
+
+
+def _stac_item(
+    out: PredictOutputs, grid: Grid, model: TileModel, result: PredictionResult, run_info: Mapping[str, object]
+) -> dict:
+    """The map's STAC Item (`mdseg.geo.stac.map_item`) as JSON: the run's provenance (mdseg version, checkpoint
+    SHA-256, options as run) in `mdseg:` properties, and every other output of the run as an asset."""
+    checkpoint = run_info.get("checkpoint")
+    sha256 = checkpoint.get("sha256") if isinstance(checkpoint, Mapping) else None
+    properties = {
+        "mdseg:version": mdseg.__version__,
+        "mdseg:checkpoint_sha256": sha256,
+        "mdseg:options": result.options,
+    }
+    styles = out.styles()
+    assets = {
+        **out.extras(),
+        **{"style" if name == "map" else f"{name}_style": path for name, path in styles.items()},
+        "class_table": out.aux,
+        "record": out.sidecar,
+    }
+    fractions = {"probabilities": len(model.classes), "confidence": 1 + (result.options.get("samples", 1) > 1)}
+    item = map_item(
+        out.map,
+        grid,
+        model.classes,
+        model.palette,
+        result.classes,
+        assets=assets,
+        properties=properties,
+        fractions=fractions,
+        fraction_scale=FRACTION_SCALE,
+    )
+    return item.to_dict(include_self_link=False, transform_hrefs=False)
 
 
 def _versions() -> dict[str, str]:

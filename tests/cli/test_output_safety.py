@@ -199,7 +199,7 @@ def test_a_killed_runs_temporaries_are_cleared_by_the_next_run_in_that_folder(tm
         "predict", "--opt", opt, "--sar", sar, "--out", out_dir / "m.tif", "--checkpoint", tiny_checkpoint, *FAST
     )
     assert code == 0, err
-    assert names(out_dir) == ["m.json", "m.qml", "m.tif", "m.tif.aux.xml"]
+    assert names(out_dir) == ["m.json", "m.qml", "m.stac.json", "m.tif", "m.tif.aux.xml"]
 
 
 @pytest.mark.slow
@@ -228,7 +228,8 @@ def test_a_second_run_to_the_same_output_is_refused_naming_the_first(tmp_path, t
     assert f"'{out}' is being written by another mdseg run (pid {proc.pid} on host" in line
     _, stderr = proc.communicate(timeout=LONG_WAIT_S)
     assert proc.returncode == 0, stderr
-    assert names(out.parent) == ["m.json", "m.qml", "m.tif", "m.tif.aux.xml"]  # the first run's, whole; no lock left
+    # The first run's outputs, whole; no lock left.
+    assert names(out.parent) == ["m.json", "m.qml", "m.stac.json", "m.tif", "m.tif.aux.xml"]
     assert json.loads((out.parent / "m.json").read_text())["inputs"]["optical"] == str(opt)
 
 
@@ -257,7 +258,7 @@ def test_a_run_into_the_folder_of_a_live_run_leaves_its_temporaries(tmp_path, ti
         assert all(p.exists() for p in seen)
     _, stderr = proc.communicate(timeout=LONG_WAIT_S)
     assert proc.returncode == 0, stderr
-    assert names(out_dir) == [f"{s}{x}" for s in "ab" for x in (".json", ".qml", ".tif", ".tif.aux.xml")]
+    assert names(out_dir) == [f"{s}{x}" for s in "ab" for x in (".json", ".qml", ".stac.json", ".tif", ".tif.aux.xml")]
 
 
 # --- the other commands: quicklook, eval --confusion, synth, train --out --------------------------------------------

@@ -1,6 +1,6 @@
 """What GIS readers find in a run's outputs (as `gdalinfo`/`ogrinfo` would report it, read through rasterio,
 pyogrio, sqlite3 and pystac): probabilities and confidence as scaled fractions with nodata and no mask band;
-GeoJSON per RFC 7946; GeoPackage 1.2 holding its QGIS style."""
+GeoJSON per RFC 7946; GeoPackage 1.2 holding its QGIS style; a STAC Item linking every output."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pyogrio
+import pystac
 import pytest
 import rasterio
 import torch
@@ -74,7 +75,7 @@ def test_scaled_values_are_the_probabilities(rasters):
 
 
 def test_gdal_statistics_leave_nodata_out(rasters):
-    with rasterio.open(rasters / "c.tif") as src:
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"), rasterio.open(rasters / "c.tif") as src:  # no .aux.xml left behind
         stats = src.stats(indexes=[1], approx=False)[0]
     assert stats.min == stats.max == 178  # round(0.7 × 254): the nodata columns do not count as 0
 
@@ -111,3 +112,32 @@ def test_geopackage_holds_its_class_style_as_qgis_default(vectors):
         registered = db.execute("SELECT data_type FROM gpkg_contents WHERE table_name = 'layer_styles'").fetchall()
     assert len(rows) == 1 and rows[0][:3] == ("landcover", "geom", 1) and registered == [("attributes",)]
     assert 'attr="class_id"' in rows[0][3] and all(f'label="{name}"' in rows[0][3] for name in CLASSES)
+
+
+def test_stac_item_round_trips_with_relative_hrefs_to_every_output(rasters):
+    item = pystac.Item.from_file(str(rasters / "map.stac.json"))
+    assert item.id == "map" and item.to_dict(include_self_link=False, transform_hrefs=False) == json.loads(
+        (rasters / "map.stac.json").read_text()
+    )
+    hrefs = {key: asset.href for key, asset in item.assets.items()}
+    assert all(href.startswith("./") for href in hrefs.values()), hrefs
+    assert all(Path(asset.get_absolute_href()).is_file() for asset in item.assets.values())
+    written = {p.name for p in rasters.iterdir()} - {"opt.tif", "sar.tif", "map.stac.json"}
+    assert {Path(href).name for href in hrefs.values()} == written
+
+
+def test_stac_item_describes_classes_fractions_and_provenance(rasters):
+    data = json.loads((rasters / "map.stac.json").read_text())
+    classes = data["assets"]["landcover"]["classification:classes"]
+    assert [c["title"] for c in classes[:3]] == CLASSES and classes[3] == {
+        "value": 255,
+        "name": "nodata",
+        "title": "no data",
+        "nodata": True,
+    }
+    assert sum(c["count"] for c in classes[:3]) == 30 * 32  # the optical footprint: 8 nodata columns of 40
+    bands = data["assets"]["probabilities"]["raster:bands"]
+    assert len(bands) == 3 and bands[0]["scale"] == 1 / 254 and bands[0]["nodata"] == 255
+    props = data["properties"]
+    assert props["proj:code"] == "EPSG:32633" and props["mdseg:options"]["tile"] == 32
+    assert "mdseg:version" in props and "mdseg:checkpoint_sha256" in props
