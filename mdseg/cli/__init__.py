@@ -113,23 +113,21 @@ def stop_signals() -> Iterator[None]:
     """Within the block, SIGINT, SIGTERM and SIGHUP raise `Interrupted(signum)` in the main thread, wherever it is,
     so every `with` block unwinds and removes its temporaries; the previous handlers are restored after the block.
 
-    Only the first signal raises: repeats are ignored, so a second Ctrl-C cannot cut that clean-up short (SIGKILL
-    still ends the process). Python runs a handler between bytecodes of the main thread: a stop waits for the C
-    call under way (a torch op, a GDAL conversion) to return. Outside the main thread, where handlers cannot be
-    installed, the block runs without them. Training installs its own handlers inside the block (it finishes the
-    iteration and saves; `mdseg.engine.train.stop`). Here, not in `mdseg.runtime`: that imports torch, which
-    would make `--help` and every usage error seconds slower.
+    A repeat while that `Interrupted` is being handled (its `except`, `finally` and `__exit__` clean-ups) is ignored,
+    so a second Ctrl-C cannot cut the clean-up short; one after an `Interrupted` was swallowed (Python drops what a
+    `__del__` or a C library's callback raises) stops the run again. Python runs a handler between bytecodes of the
+    main thread: a stop waits for the C call under way (a torch op, a GDAL conversion) to return. Outside the main
+    thread, where handlers cannot be installed, the block runs without them. Training installs its own handlers
+    inside the block (it finishes the iteration and saves; `mdseg.engine.train.stop`). Here, not in
+    `mdseg.runtime`: that imports torch, which would make `--help` and every usage error seconds slower.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    raised: list[int] = []
 
     def handle(signum: int, frame: object) -> None:
-        if raised:
-            return  # already stopping: let the clean-up finish
-        raised.append(signum)
-        raise Interrupted(signum)
+        if not _handling_interrupted():
+            raise Interrupted(signum)
 
     previous = {sig: signal.signal(sig, handle) for sig in STOP_SIGNALS}
     try:
@@ -138,6 +136,19 @@ def stop_signals() -> Iterator[None]:
         for sig, handler in previous.items():
             # None: a handler installed outside Python, which cannot be put back; the default is the nearest
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
+def _handling_interrupted() -> bool:
+    """Whether the code running now handles an `Interrupted`: in an `except` or `finally` it reached, or in a
+    handler of an error raised there."""
+    exc = sys.exc_info()[1]
+    for _ in range(100):  # a chain of contexts is short; the bound guards against a cycle
+        if exc is None:
+            return False
+        if isinstance(exc, Interrupted):
+            return True
+        exc = exc.__context__
+    return False
 
 
 def _interrupted(signum: int) -> None:

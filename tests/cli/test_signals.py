@@ -153,3 +153,15 @@ def test_a_stop_signal_raises_interrupted_once_and_a_repeat_during_the_clean_up_
             os.kill(os.getpid(), signal.SIGINT)  # a second signal while unwinding: ignored
             cleaned.append(True)
     assert stopped.value.signum == signal.SIGTERM and cleaned == [True]
+
+
+def test_a_stop_signal_after_a_swallowed_interrupted_stops_the_run_again():
+    with pytest.raises(Interrupted) as stopped, stop_signals():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.pause()
+        except Interrupted:
+            pass  # lost, as what a __del__ raises is
+        os.kill(os.getpid(), signal.SIGINT)
+        signal.pause()
+    assert stopped.value.signum == signal.SIGINT
