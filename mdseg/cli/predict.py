@@ -117,6 +117,15 @@ def predict(
             "--quicklook", help="Also draw optical, SAR and the map side by side into this PNG (one scene only)."
         ),
     ] = None,
+    co: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--co",
+            metavar="KEY=VALUE",
+            help="GDAL COG creation option for the raster outputs, repeatable (e.g. --co COMPRESS=ZSTD --co LEVEL=9; "
+            "default DEFLATE, 512 px blocks).",
+        ),
+    ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing outputs (batch mode: rerun every scene).")
     ] = False,
