@@ -3,8 +3,9 @@
 Format (version 1): one `*.safetensors` file. The tensors are the model's state dict (float32, or float16 /
 bfloat16 to halve the size; loading always gives float32). The safetensors header's metadata holds one string
 field, `mdseg`: the JSON of `CheckpointMeta.to_dict()` (model config, classes, palette, band names and order,
-normalisation, SAR scale, tile size, inference scale, default sampling steps, provenance, format version), so
-a single file carries everything `predict` needs. Loading never unpickles anything.
+normalisation, SAR scale, tile size, inference scale, default sampling steps, provenance, format version and,
+optionally, the training data's per-band statistics), so a single file carries everything `predict` needs.
+Loading never unpickles anything.
 
 The authors' released weights are turned into this format by `mdseg.release`, which builds on this module.
 """
@@ -25,6 +26,7 @@ from safetensors.torch import save_file
 
 from mdseg.config import ModelConfig
 from mdseg.data.normalise import Normalisation
+from mdseg.data.stats import InputStats
 from mdseg.errors import CheckpointError, MdsegError
 from mdseg.io.atomic import AtomicOutputs
 from mdseg.io.failures import writing
@@ -43,7 +45,9 @@ class CheckpointMeta:
     divided by as given. `sar_scale`: the SAR scale the *model* expects ("db" or "linear"). `tile`: tile size
     in px the model was trained for; `inference_scale`: input resampling factor before the model (2.0 for the
     authors' WHU weights); `steps`: default DDIM steps; `provenance`: free-form training facts (data, iteration,
-    val mIoU, command …).
+    val mIoU, command …). `input_stats`: what the training data looked like per band (mean, std, range, dtype,
+    1st / 50th / 99th percentiles; SAR in dB), for predict's check of a scene's inputs; None in checkpoints
+    written before mdseg stored it (the check then has the normalisation's mean and std alone).
     """
 
     config: ModelConfig
@@ -57,6 +61,7 @@ class CheckpointMeta:
     inference_scale: float = 1.0
     steps: int = 3
     provenance: dict[str, Any] = field(default_factory=dict)
+    input_stats: InputStats | None = None
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -76,6 +81,8 @@ class CheckpointMeta:
             "inference_scale": self.inference_scale,
             "steps": self.steps,
             "provenance": self.provenance,
+            # optional: absent (not null) when unknown, so older mdseg versions read the file as before
+            **({"input_stats": self.input_stats.to_dict()} if self.input_stats is not None else {}),
         }
 
     @classmethod
@@ -105,6 +112,7 @@ class CheckpointMeta:
                 inference_scale=float(data["inference_scale"]),
                 steps=int(data["steps"]),
                 provenance=dict(data.get("provenance") or {}),
+                input_stats=InputStats.from_dict(data["input_stats"]) if data.get("input_stats") else None,
                 format_version=version,
             )
         except MdsegError as exc:  # the config's or `_check_meta`'s complaint, said about this file
@@ -125,9 +133,9 @@ def _check_meta(meta: CheckpointMeta) -> None:
         len(rgb) != 3 or not all(0 <= int(v) <= 255 for v in rgb) for rgb in meta.palette
     ):
         problems.append("the palette needs one (r, g, b) triple of 0–255 values per class")
-    for what, names, count, mean, std in (
-        ("optical", meta.opt_band_names, c.opt_bands, n.opt_mean, n.opt_std),
-        ("SAR", meta.sar_band_names, c.sar_bands, n.sar_mean, n.sar_std),
+    for what, modality, names, count, mean, std in (
+        ("optical", "optical", meta.opt_band_names, c.opt_bands, n.opt_mean, n.opt_std),
+        ("SAR", "sar", meta.sar_band_names, c.sar_bands, n.sar_mean, n.sar_std),
     ):
         if len(names) != count:
             problems.append(f"{len(names)} {what} band names for {count} {what} bands")
@@ -135,6 +143,8 @@ def _check_meta(meta: CheckpointMeta) -> None:
             problems.append(f"{what} normalisation needs {count} means and stds, got {len(mean)} and {len(std)}")
         if any(not math.isfinite(float(s)) or float(s) == 0.0 for s in std):
             problems.append(f"{what} normalisation has a zero or non-finite std")
+        if meta.input_stats is not None and len(meta.input_stats.of(modality)) != count:
+            problems.append(f"{len(meta.input_stats.of(modality))} {what} bands of input statistics for {count}")
     if meta.sar_scale not in ("db", "linear"):
         problems.append(f"sar_scale must be 'db' or 'linear', not {meta.sar_scale!r}")
     if meta.tile < 1 or meta.steps < 1 or not meta.inference_scale > 0:

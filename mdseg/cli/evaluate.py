@@ -18,6 +18,7 @@ from mdseg.errors import OptionError
 from mdseg.metrics import IGNORE_INDEX
 
 if TYPE_CHECKING:
+    from mdseg.engine.domain import DomainCheck
     from mdseg.engine.evaluate import EvalResult
     from mdseg.engine.options import PredictOptions
 
@@ -32,12 +33,10 @@ class MetricChoice(str, Enum):
 
 def eval_(
     pred: Annotated[
-        opt_.InputRaster | None,
-        opt_.input_raster("--pred", "Raster mode: predicted class raster (band 1: class indices)."),
+        Path | None, typer.Option("--pred", help="Raster mode: predicted class raster (band 1: class indices).")
     ] = None,
     label: Annotated[
-        opt_.InputRaster | None,
-        opt_.input_raster("--label", "Raster mode: label raster on the same grid (CRS, transform, size)."),
+        Path | None, typer.Option("--label", help="Raster mode: label raster on the same grid (CRS, transform, size).")
     ] = None,
     classes: Annotated[
         str | None,
@@ -72,6 +71,14 @@ def eval_(
     device: opt_.Device = None,
     opt_bands: opt_.OptBands = None,
     sar_bands: opt_.SarBands = None,
+    strict_inputs: Annotated[
+        bool,
+        typer.Option(
+            "--strict-inputs",
+            help="Dataset mode: refuse a split whose first sample is unlike the checkpoint's training data (a "
+            "band's median or range far off) instead of warning.",
+        ),
+    ] = False,
     metric: Annotated[
         MetricChoice, typer.Option("--metric", help="Headline metric, highlighted in the table.")
     ] = MetricChoice.miou,
@@ -88,7 +95,8 @@ def eval_(
     val when the dataset has it, else all files) predicts every sample of a dataset split with the tiled engine and
     compares
     it with its label through the dataset's label map; under torchrun the samples are shared across ranks and
-    the counts summed (the result equals a one-process run).
+    the counts summed (the result equals a one-process run). The first sample's bands are compared with the
+    checkpoint's training data first: a band far off is a warning, or an error with --strict-inputs.
     Metrics come from one confusion matrix (rows = label, columns = prediction), as MMSegmentation computes them.
     Percentages in the table; kappa as a fraction; --json gives fractions in 0–1.
     """
@@ -115,6 +123,7 @@ def eval_(
         "--device": device,
         "--opt-bands": opt_bands,
         "--sar-bands": sar_bands,
+        "--strict-inputs": strict_inputs or None,
     }
     raster_given = [name for name, value in raster_options.items() if value is not None]
     dataset_given = [name for name, value in dataset_options.items() if value is not None]
@@ -189,8 +198,15 @@ def _eval_dataset(
         if talk:
             for note in notes:
                 say(note)
-        result = evaluate(checkpoint, target, options, device=str(dev), progress=talk)
+        warn = _warn if talk else None  # the first sample's input check, before any sample is predicted
+        result = evaluate(checkpoint, target, options, device=str(dev), progress=talk, on_domain=warn)
     return result, talk, read
+
+
+def _warn(check: DomainCheck) -> None:
+    """One warning line on stderr per input of the first sample unlike the checkpoint's training data."""
+    for message in check.messages:
+        say(f"warning: {message}")
 
 
 def _parse_classes(text: str | None) -> list[str] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 
 from mdseg.checkpoint import CheckpointMeta, demo_checkpoint, load_checkpoint, sha256
 from mdseg.engine.accel import autocast, check_amp, prepare_model, use_channels_last
+from mdseg.engine.domain import DomainCheck, check_inputs
 from mdseg.engine.options import PredictOptions, PredictOutputs
 from mdseg.engine.predict import PredictionResult, predict_scene
 from mdseg.engine.progress import ProgressCallback
@@ -135,17 +137,33 @@ class SceneModel:
         options: PredictOptions | None = None,
         *,
         progress: bool | ProgressCallback = True,
+        on_domain: Callable[[DomainCheck], None] | None = None,
     ) -> PredictionResult:
         """Predict one scene with this checkpoint into `outputs` (a `PredictOutputs`, or the map's path; see
         `predict_scene`). Options left None take the checkpoint's values (`sampling`); band counts are checked
-        against the checkpoint's; normalisation and inference scale come from it."""
+        against the checkpoint's; normalisation and inference scale come from it.
+
+        Before any tile, the inputs are compared with the checkpoint's training data (`check_inputs`): the check
+        goes into the run record (`domain`) and to `on_domain` (e.g. to warn); with `options.strict_inputs` a
+        band unlike the training data is an `MdsegError` and nothing is written."""
+        o = self.sampling(options)
+        domain = self.check_inputs(opt_path, sar_path, o)
+        if on_domain is not None:
+            on_domain(domain)
         return predict_scene(
             opt_path,
             sar_path,
             outputs,
             self.tile_model(),
-            self.sampling(options),
+            o,
             device=self.device,
             progress=progress,
-            run_info=self.run_info(),
+            run_info={**self.run_info(), "domain": domain.to_dict()},
         )
+
+    def check_inputs(
+        self, opt_path: str | Path, sar_path: str | Path, options: PredictOptions | None = None
+    ) -> DomainCheck:
+        """How a scene's bands compare with this checkpoint's training data (`mdseg.engine.domain`: one decimated
+        read per file); `MdsegError` when one is far off and `options.strict_inputs`."""
+        return check_inputs(opt_path, sar_path, self.meta, options)

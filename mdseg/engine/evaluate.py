@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from mdseg.data.classes import ClassScheme
     from mdseg.data.layout import DatasetLayout
     from mdseg.engine.checkpoint_predict import SceneModel
+    from mdseg.engine.domain import DomainCheck
 
 # Pixels per strip read from each raster: a few int64 work arrays of this size stay around 32 MiB each.
 BLOCK_PIXELS = 1 << 22
@@ -82,7 +83,8 @@ def evaluate_rasters(
     Raises `InputFileError` (missing / unreadable / multi-band file), `GeoreferenceError` (grids differ),
     `OptionError` (no class names anywhere) and `ClassValueError` (values that are not classes).
     """
-    with ExitStack() as stack:  # the names as given: a URL is no Path (mdseg.io.names)
+    pred_path, label_path = Path(pred_path), Path(label_path)
+    with ExitStack() as stack:
         pred = stack.enter_context(open_raster(pred_path, "Prediction"))
         label = stack.enter_context(open_raster(label_path, "Label"))
         for src, path, role in ((pred, pred_path, "prediction"), (label, label_path, "label")):
@@ -173,7 +175,7 @@ def check_confusion_path(
         check_apart(path, "the confusion matrix", data, "the dataset folder")
 
 
-def _check_same_grid(pred: Grid, label: Grid, pred_path: str | Path, label_path: str | Path) -> None:
+def _check_same_grid(pred: Grid, label: Grid, pred_path: Path, label_path: Path) -> None:
     if pred.same_as(label):
         return
     why = pred.difference(label, "label")
@@ -316,6 +318,7 @@ def evaluate(
     split: str | None = None,
     device: str = "auto",
     progress: bool | Callable[[int, int], None] = True,
+    on_domain: Callable[[DomainCheck], None] | None = None,
 ) -> EvalResult:
     """Run a checkpoint over every sample of a dataset split and score it against the labels.
 
@@ -333,6 +336,10 @@ def evaluate(
     and the confusion matrices are summed across ranks (int64), so every rank gets exactly the
     single-process result. `progress`: a Rich bar over samples on stderr (rank 0 only), a callback
     `(samples_done, samples_total)`, or nothing.
+
+    Before any sample is predicted, the split's first sample is compared with the checkpoint's training data
+    (`SceneModel.check_inputs`): the check goes into `inputs["domain"]` and to `on_domain` (e.g. to warn); with
+    `options.strict_inputs` a band unlike the training data is an `MdsegError` there (and at any later sample).
 
     Raises `DatasetError` for an unusable dataset or one whose classes do not fit the checkpoint's, and what
     `SceneModel.predict` raises for a sample it cannot read (e.g. a raster without CRS).
@@ -363,6 +370,10 @@ def evaluate(
     rank, world = ranks.shard
     mine = shard_scenes(layout.samples, ranks.shard)  # the same interleaving batch prediction shards with
     per_sample = replace(o, opt_bands=layout.opt_bands, sar_bands=layout.sar_bands, sar_scale=scaling.input)
+    first = layout.samples[0]  # every rank checks the same one: each refuses alike under strict_inputs
+    domain = model.check_inputs(first.opt, first.sar, per_sample)
+    if on_domain is not None:
+        on_domain(domain)
     cm = ConfusionMatrix(meta.config.num_classes)
     was_training = model.model.training
     model.model.eval()
@@ -395,6 +406,7 @@ def evaluate(
         "tile": o.tile,
         "overlap": o.overlap,
         "ranks": world,
+        "domain": {"sample": first.name, **domain.to_dict()},
     }
     return EvalResult(list(meta.classes), cm, compute_metrics(cm.matrix), inputs)
 

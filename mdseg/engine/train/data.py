@@ -1,5 +1,5 @@
 """A run's data: the training, validation and test splits (drawn by scene for a dataset without splits), their
-normalisation, and the training `DataLoader`."""
+normalisation, the training split's per-band statistics, and the training `DataLoader`."""
 
 from __future__ import annotations
 
@@ -22,10 +22,12 @@ from mdseg.data import (
 )
 from mdseg.data.normalise import Normalisation
 from mdseg.data.splits import SPLIT_NAMES, DatasetSplit, make_split, read_split
+from mdseg.data.stats import DatasetStats, InputStats
 from mdseg.engine.runs import SPLITS_DIR, run_relative
 from mdseg.engine.train.settings import TrainSettings, load_settings_file
 from mdseg.engine.train.stop import ignore_stop_signals
 from mdseg.errors import DatasetError, OptionError
+from mdseg.io.raster import SAMPLE_SIDE
 from mdseg.runtime import Ranks
 
 
@@ -33,8 +35,9 @@ from mdseg.runtime import Ranks
 class RunData:
     """The training split (augmented, `crop`-px crops), the validation split (None: no validation), the test split
     when there is one (recorded for `mdseg eval`, never read in training), the split drawn for a dataset without
-    splits (None otherwise), where the normalisation came from (one line for the user; `stats_file` when a file)
-    and the training data's description."""
+    splits (None otherwise), where the normalisation came from (one line for the user; `stats_file` when a file),
+    the training data's description and its per-band statistics (stored in the checkpoints for predict's input
+    check)."""
 
     train_set: SegmentationDataset
     val_set: SegmentationDataset | None
@@ -43,6 +46,7 @@ class RunData:
     test_layout: DatasetLayout | None = None
     split: DatasetSplit | None = None
     stats_file: Path | None = None
+    input_stats: InputStats | None = None
 
     @property
     def layout(self) -> DatasetLayout:
@@ -123,7 +127,9 @@ def load_data(settings: TrainSettings, *, resuming: bool = False) -> RunData:
     else:
         val_layout = _val_layout(settings, layout)
         test_layout = _other_split(settings, layout, "test")
-    normalisation, norm_source = _normalisation(settings, layout)
+    normalisation, norm_source, stats = _normalisation(settings, layout)
+    if stats is None:  # normalisation from elsewhere: one decimated read per training file is enough here
+        stats = band_stats(layout, sar_scale=settings.sar_scale, side=SAMPLE_SIDE)
     train_set = SegmentationDataset(
         layout, normalisation, augment=Augment(crop=settings.crop), sar_scale=settings.sar_scale
     )
@@ -131,7 +137,9 @@ def load_data(settings: TrainSettings, *, resuming: bool = False) -> RunData:
         SegmentationDataset(val_layout, normalisation, sar_scale=settings.sar_scale) if val_layout is not None else None
     )
     stats_file = Path(settings.stats).resolve() if settings.stats is not None else None
-    return RunData(train_set, val_set, norm_source, train_set.description(), test_layout, split, stats_file)
+    return RunData(
+        train_set, val_set, norm_source, train_set.description(), test_layout, split, stats_file, stats.input_stats()
+    )
 
 
 def training_loader(
@@ -154,22 +162,23 @@ def training_loader(
     )
 
 
-def _normalisation(settings: TrainSettings, layout: DatasetLayout) -> tuple[Normalisation, str]:
-    """The normalisation and where it came from: --stats file, the dataset's constants, or computed now."""
+def _normalisation(settings: TrainSettings, layout: DatasetLayout) -> tuple[Normalisation, str, DatasetStats | None]:
+    """The normalisation, where it came from (--stats file, the dataset's constants, or computed now) and, when
+    computed now, the statistics it came from."""
     if settings.stats is not None:
         data = load_settings_file(settings.stats)
         norm = data.get("normalisation", data)
         try:
-            return Normalisation.from_dict(norm), f"from {settings.stats}"
+            return Normalisation.from_dict(norm), f"from {settings.stats}", None
         except (KeyError, TypeError, ValueError):
             raise OptionError(
                 f"'{settings.stats}' holds no normalisation (opt_mean, opt_std, sar_mean, sar_std); "
                 "write one with `mdseg stats --data DIR --json`"
             ) from None
     if layout.normalisation is not None:
-        return layout.normalisation, f"the {layout.kind} dataset's published constants"
+        return layout.normalisation, f"the {layout.kind} dataset's published constants", None
     stats = band_stats(layout, sar_scale=settings.sar_scale)
-    return stats.normalisation(), "computed on the training split"
+    return stats.normalisation(), "computed on the training split", stats
 
 
 def _val_layout(settings: TrainSettings, train_layout: DatasetLayout) -> DatasetLayout | None:

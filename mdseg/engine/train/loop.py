@@ -359,10 +359,11 @@ def _parallel(model: nn.Module, device: torch.device, ranks: Ranks) -> tuple[nn.
 
 
 def _checkpoint_meta(run: _Run, iteration: int) -> CheckpointMeta:
-    """What a checkpoint saved after `iteration` carries: the model and data fields predict needs, and the run's
-    provenance (settings, data, validation and test splits, the drawn split, normalisation, command). Paths in
-    the provenance are relative to the run folder (the command's to the folder it ran in): a checkpoint that
-    travels carries no absolute path of the machine that trained it."""
+    """What a checkpoint saved after `iteration` carries: the model and data fields predict needs, the training
+    split's per-band statistics (for predict's input check), and the run's provenance (settings, data, validation
+    and test splits, the drawn split, normalisation, command). Paths in the provenance are relative to the run
+    folder (the command's to the folder it ran in): a checkpoint that travels carries no absolute path of the
+    machine that trained it."""
     description = run.data.description
     data_fields = {k: v for k, v in description.checkpoint_fields().items() if k != "provenance"}
     settings = run.settings.to_dict()
@@ -374,6 +375,7 @@ def _checkpoint_meta(run: _Run, iteration: int) -> CheckpointMeta:
         **data_fields,
         tile=run.settings.crop,
         steps=run.settings.steps,
+        input_stats=run.data.input_stats,
         provenance={
             "trained_with": "mdseg train",
             "run": run.run_dir.resolve().name,
