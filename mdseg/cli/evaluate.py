@@ -33,10 +33,12 @@ class MetricChoice(str, Enum):
 
 def eval_(
     pred: Annotated[
-        Path | None, typer.Option("--pred", help="Raster mode: predicted class raster (band 1: class indices).")
+        opt_.InputRaster | None,
+        opt_.input_raster("--pred", "Raster mode: predicted class raster (band 1: class indices)."),
     ] = None,
     label: Annotated[
-        Path | None, typer.Option("--label", help="Raster mode: label raster on the same grid (CRS, transform, size).")
+        opt_.InputRaster | None,
+        opt_.input_raster("--label", "Raster mode: label raster on the same grid (CRS, transform, size)."),
     ] = None,
     classes: Annotated[
         str | None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -44,6 +44,25 @@ def parse_bands(text: str | None, option: str) -> tuple[int, ...] | None:
     if any(b < 1 for b in bands):
         raise typer.BadParameter(f"band numbers start at 1; got {text!r}", param_hint=option)
     return bands
+
+
+# A raster input: any dataset name GDAL opens, kept as typed (a Path would turn 'https://h/x.tif' into
+# 'https:/h/x.tif'). A local file's existence and readability are checked when it is opened (`open_raster`), with
+# the same words for every command; a URL or /vsi… name is checked by opening it.
+InputRaster = str
+RASTER_NAMES = "A path, URL (https://, s3://, …) or GDAL /vsi… name."
+
+
+def input_raster(flag: str, help: str) -> Any:
+    """The declaration of a raster input option `flag`: a string (`InputRaster`), RASTER in --help, the names it
+    takes said after `help`. Use as `opt: Annotated[InputRaster | None, input_raster("--opt", "Optical …")]`."""
+    return typer.Option(flag, help=f"{help} {RASTER_NAMES}", metavar="RASTER", callback=_raster_name)
+
+
+def _raster_name(param: typer.CallbackParam, value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise typer.BadParameter("expected a raster path or URL; got an empty name", param_hint=param.opts[0])
+    return value
 
 
 def _bands(param: typer.CallbackParam, value: str | None) -> tuple[int, ...] | None:

@@ -1,8 +1,11 @@
-"""`mdseg predict`: one scene (--opt/--sar/--out) or folders of scenes (--opt-dir/--sar-dir/--out-dir)."""
+"""`mdseg predict`: one scene (--opt/--sar/--out, or one --stac item) or a batch (--opt-dir/--sar-dir/--out-dir, or
+--stac items with --out-dir)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -25,22 +28,33 @@ if TYPE_CHECKING:
 PAIRING_HELP = (
     "Batch mode pairs files by scene name: the file stem, minus one 'opt' token in the optical folder or one 'sar' "
     "token in the SAR folder (tokens are separated by _ - . or spaces, any case), so 'T32_opt.tif' pairs with "
-    "'T32_sar.tif' and 'T32.tif' with 'T32.tif'. Folders may be shared. Outputs are OUT_DIR/<scene>_landcover.tif."
+    "'T32_sar.tif' and 'T32.tif' with 'T32.tif'. Folders may be shared. Outputs are OUT_DIR/<scene>_landcover.tif. "
+    "STAC items (--stac, repeated or a folder of *.json items, with --out-dir) write OUT_DIR/<item id>_landcover.tif."
 )
 DEMO_NOTE = "tiny, trained on synthetic scenes; train on your data for real maps"
 
 
 def predict(
     opt: Annotated[
-        Path | None, typer.Option("--opt", help="Optical raster (any GDAL format); the output grid.")
+        opt_.InputRaster | None, opt_.input_raster("--opt", "Optical raster (any GDAL format); the output grid.")
     ] = None,
     sar: Annotated[
-        Path | None, typer.Option("--sar", help="SAR raster; reprojected onto the optical grid if needed.")
+        opt_.InputRaster | None, opt_.input_raster("--sar", "SAR raster; reprojected onto the optical grid if needed.")
+    ] = None,
+    stac: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--stac",
+            metavar="ITEM",
+            help="STAC item (JSON file or http(s) URL) instead of --opt/--sar: its assets' bands are picked by the "
+            "checkpoint's band names. Repeat it, or give a folder of items (*.json), with --out-dir for a batch.",
+        ),
     ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", help="Land-cover map (COG). Default: <optical stem>_landcover.tif in the current folder."
+            "--out",
+            help="Land-cover map (COG). Default: <optical stem (STAC: item id)>_landcover.tif in the current folder.",
         ),
     ] = None,
     opt_dir: Annotated[Path | None, typer.Option("--opt-dir", help="Batch mode: folder of optical rasters.")] = None,
@@ -106,6 +120,15 @@ def predict(
             "--quicklook", help="Also draw optical, SAR and the map side by side into this PNG (one scene only)."
         ),
     ] = None,
+    co: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--co",
+            metavar="KEY=VALUE",
+            help="GDAL COG creation option for the raster outputs, repeatable (e.g. --co COMPRESS=ZSTD --co LEVEL=9; "
+            "default DEFLATE, 512 px blocks).",
+        ),
+    ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing outputs (batch mode: rerun every scene).")
     ] = False,
@@ -123,30 +146,44 @@ def predict(
     ] = False,
 ) -> None:
     """Map land cover for an optical + SAR scene (or folders of them) with a checkpoint; write a COG."""
+    from mdseg.engine.batch import check_item_options, item_options
     from mdseg.engine.checkpoint_predict import SceneModel
-    from mdseg.engine.options import PredictOptions, PredictOutputs
+    from mdseg.engine.options import PredictOptions, PredictOutputs, scene_inputs
+    from mdseg.io.names import dataset_stem
+    from mdseg.io.stac_input import match_item, read_item, record_item, stac_scene
     from mdseg.runtime import cpu_threads
 
     # Every prediction option is a parameter of this command under its own name (checked: `complete`).
     options = PredictOptions.from_mapping(locals(), complete=True)
     single_files = {"--prob": prob, "--confidence": confidence, "--vector": vector, "--quicklook": quicklook_path}
-    batch = _mode(opt, sar, opt_dir, sar_dir, out_dir, out, single_files)
+    batch = _mode(opt, sar, stac, opt_dir, sar_dir, out_dir, out, single_files)
+    if stac:  # read now: a band option or an item that cannot be read fails before the model loads
+        check_item_options(options)
+    item = read_item(stac[0]) if stac and not batch else None
     if not batch:
         if out is None:
-            out = Path.cwd() / f"{opt.stem}_landcover.tif"
+            out = Path.cwd() / f"{item.scene_name() if item else dataset_stem(opt)}_landcover.tif"
         outputs = PredictOutputs(out, prob=prob, confidence=confidence, vector=vector, overwrite=overwrite)
-        _check_scene_outputs(opt, sar, checkpoint, outputs, quicklook_path)  # refuse now, not after the prediction
+        read = item.local_files() if item else scene_inputs(opt, sar)
+        _check_scene_outputs(read, checkpoint, outputs, quicklook_path)  # refuse now, not after the prediction
     talk = not (quiet or as_json)
     # The thread count holds for loading and every scene, and is recorded in each run's sidecar.
-    with cpu_threads(threads):
+    with cpu_threads(threads), ExitStack() as stack:
         model = SceneModel.load(checkpoint, device, amp=amp, compile=compile_model)
         if model.demo and talk:
             err_console.print(f"using the demo weights ({DEMO_NOTE})")
         if batch:
-            _predict_folders(model, opt_dir, sar_dir, out_dir, pattern, shard, overwrite, options, talk, as_json)
+            _predict_folders(model, stac, opt_dir, sar_dir, out_dir, pattern, shard, overwrite, options, talk, as_json)
             return
+        if item is not None:  # the item's assets, matched to the checkpoint's band names, as dataset names
+            scene = stack.enter_context(
+                stac_scene(match_item(item, model.meta.opt_band_names, model.meta.sar_band_names))
+            )
+            opt, sar, options = scene.opt, scene.sar, item_options(options, scene)
         checked: list[DomainCheck] = []
         result = model.predict(opt, sar, outputs, options, progress=talk, on_domain=_warner(checked, quiet))
+        if item is not None:
+            record_item(result.sidecar, scene.inputs)
         if quicklook_path is not None:
             # Listed with the other outputs, so the summary and --json say where it went.
             picture = _quicklook(model, opt, sar, out, quicklook_path, overwrite, options)
@@ -172,15 +209,17 @@ def _warner(checked: list[DomainCheck], quiet: bool) -> Callable[[DomainCheck], 
 
 
 def _check_scene_outputs(
-    opt: Path, sar: Path, checkpoint: Path | None, outputs: PredictOutputs, quicklook_path: Path | None
+    read: Mapping[str, str | Path | None],
+    checkpoint: Path | None,
+    outputs: PredictOutputs,
+    quicklook_path: Path | None,
 ) -> None:
-    """Refuse, before the model loads, outputs that are inputs (the rasters, the checkpoint) or each other, the
-    quick-look included, and a quick-look that exists or cannot be written."""
-    from mdseg.engine.options import scene_inputs
+    """Refuse, before the model loads, outputs that are inputs (`read`: role → name; the checkpoint) or each other,
+    the quick-look included, and a quick-look that exists or cannot be written."""
     from mdseg.io.paths import check_outputs
 
     picture = {} if quicklook_path is None else {"the quick-look": quicklook_path}
-    check_outputs({**outputs.files(), **picture}, {**scene_inputs(opt, sar), "the checkpoint": checkpoint})
+    check_outputs({**outputs.files(), **picture}, {**read, "the checkpoint": checkpoint})
     if quicklook_path is not None:
         from mdseg.quicklook import check_output
 
@@ -210,15 +249,19 @@ def _quicklook(
 
 
 def _mode(
-    opt: Path | None,
-    sar: Path | None,
+    opt: str | None,
+    sar: str | None,
+    stac: list[str] | None,
     opt_dir: Path | None,
     sar_dir: Path | None,
     out_dir: Path | None,
     out: Path | None,
     extras: dict[str, Path | None],
 ) -> bool:
-    """True for batch mode (folders), False for one scene; `OptionError` for a mix or a missing half."""
+    """True for batch mode (folders, or STAC items with --out-dir), False for one scene (files or one STAC item);
+    `OptionError` for a mix or a missing half."""
+    if stac:
+        return _stac_mode(stac, (opt, sar, opt_dir, sar_dir), out_dir, out, extras)
     single, folders = (opt, sar, out), (opt_dir, sar_dir, out_dir)
     if any(v is not None for v in folders):
         if any(v is not None for v in single):
@@ -230,8 +273,32 @@ def _mode(
             raise OptionError(f"{', '.join(given)} name single files; they are not available in batch mode")
         return True
     if opt is None or sar is None:
-        raise OptionError("give --opt and --sar (one scene), or --opt-dir, --sar-dir and --out-dir (a batch)")
+        raise OptionError(
+            "give --opt and --sar (one scene), --opt-dir, --sar-dir and --out-dir (a batch), or --stac (STAC items)"
+        )
     return False
+
+
+def _stac_mode(
+    stac: list[str], files: tuple, out_dir: Path | None, out: Path | None, extras: dict[str, Path | None]
+) -> bool:
+    """`_mode` for --stac: one item without --out-dir is one scene; with --out-dir (several items or a folder of
+    them) a batch."""
+    from mdseg.io.names import local_path
+
+    if any(v is not None for v in files):
+        raise OptionError("give --stac (STAC items) or --opt/--sar/--opt-dir/--sar-dir (files), not both")
+    if out_dir is None:
+        folder = local_path(stac[0])
+        if len(stac) > 1 or (folder is not None and folder.is_dir()):
+            raise OptionError("several STAC items (or a folder of them) make a batch: give --out-dir")
+        return False
+    if out is not None:
+        raise OptionError("give either --out (one STAC item) or --out-dir (a batch of items), not both")
+    given = [name for name, v in extras.items() if v is not None]
+    if given:
+        raise OptionError(f"{', '.join(given)} name single files; they are not available in batch mode")
+    return True
 
 
 def _report_scene(result: PredictionResult) -> None:
@@ -253,6 +320,7 @@ def _report_scene(result: PredictionResult) -> None:
 
 def _predict_folders(
     model: SceneModel,
+    stac: list[str] | None,
     opt_dir: Path,
     sar_dir: Path,
     out_dir: Path,
@@ -263,11 +331,12 @@ def _predict_folders(
     talk: bool,
     as_json: bool,
 ) -> None:
-    """Batch mode: pair, shard, predict, log; `BatchError` listing the failed scenes."""
-    from mdseg.engine.batch import LOG_NAME, pair_scenes, parse_shard, predict_batch, shard_scenes
+    """Batch mode: pair the folders' files (or read the STAC items), shard, predict, log; `BatchError` listing the
+    failed scenes."""
+    from mdseg.engine.batch import LOG_NAME, item_scenes, pair_scenes, parse_shard, predict_batch, shard_scenes
 
     part = parse_shard(shard)
-    scenes, lonely_sar = pair_scenes(opt_dir, sar_dir, pattern)
+    scenes, lonely_sar = (item_scenes(stac), []) if stac else pair_scenes(opt_dir, sar_dir, pattern)
     mine = shard_scenes(scenes, part)
     if talk:
         if lonely_sar:

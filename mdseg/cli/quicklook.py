@@ -12,11 +12,15 @@ from mdseg.cli.console import console
 
 
 def quicklook_(
-    opt: Annotated[Path, typer.Option("--opt", help="Optical raster; the picture's grid.")],
-    sar: Annotated[Path, typer.Option("--sar", help="SAR raster (any grid; warped onto the optical one).")],
-    pred: Annotated[Path, typer.Option("--pred", help="Land-cover map on the optical grid (e.g. from predict).")],
+    opt: Annotated[opt_.InputRaster, opt_.input_raster("--opt", "Optical raster; the picture's grid.")],
+    sar: Annotated[opt_.InputRaster, opt_.input_raster("--sar", "SAR raster (any grid; warped onto the optical one).")],
+    pred: Annotated[
+        opt_.InputRaster, opt_.input_raster("--pred", "Land-cover map on the optical grid (e.g. from predict).")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Picture to write (.png; .jpg, .pdf, .svg also work).")],
-    label: Annotated[Path | None, typer.Option("--label", help="Also show a label raster on the optical grid.")] = None,
+    label: Annotated[
+        opt_.InputRaster | None, opt_.input_raster("--label", "Also show a label raster on the optical grid.")
+    ] = None,
     rgb: Annotated[
         str | None,
         typer.Option(

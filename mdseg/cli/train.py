@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -106,6 +107,7 @@ def train(
     params = dict(locals())
     from mdseg.engine.train import TrainSettings, merge_settings
     from mdseg.engine.train import train as run_training
+    from mdseg.engine.train.stop import last_stop_signal
 
     if resume is not None:
         settings = TrainSettings(data=str(data or ""), iters=iters, device=device or "auto", threads=threads)
@@ -124,7 +126,7 @@ def train(
     if result.last_checkpoint is None:  # not rank 0
         return
     if result.interrupted:
-        sys.exit(130)
+        sys.exit(128 + (last_stop_signal() or signal.SIGINT))  # 128 + the signal that stopped it
     best = "n/a" if result.best_miou is None else f"{result.best_miou:.4f}"
     console.print(
         f"trained {result.iteration} iterations in {result.seconds:.0f} s; best val mIoU {best}; "

@@ -1,4 +1,5 @@
-"""Batch prediction over folders: pair optical and SAR files by stem, shard, skip finished scenes, log each one."""
+"""Batch prediction over folders or STAC items: pair optical and SAR files by stem (or read the items), shard, skip
+finished scenes, log each one."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ import json
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from mdseg.engine.checkpoint_predict import SceneModel
 from mdseg.engine.options import PredictOptions, PredictOutputs
 from mdseg.engine.progress import ProgressCallback
 from mdseg.errors import InputFileError, Interrupted, MdsegError, OptionError, OutputError
+from mdseg.io.names import local_path
 from mdseg.io.paths import InputFiles, check_outputs
+from mdseg.io.stac_input import StacItem, StacScene, match_item, read_item, record_item, stac_scene
 from mdseg.runtime import launched_ranks
 
 LOG_NAME = "predict_log.jsonl"
@@ -24,11 +27,13 @@ _SEPARATORS = re.compile(r"([_.\- ]+)")
 
 @dataclass(frozen=True)
 class ScenePair:
-    """One scene of a batch: its name (the shared stem) and its optical and SAR files (None when absent)."""
+    """One scene of a batch: its name (the shared stem, or a STAC item's id) and its optical and SAR files (None
+    when absent), or the STAC `item` whose assets hold them (`opt` and `sar` None)."""
 
     name: str
-    opt: Path
-    sar: Path | None
+    opt: str | Path | None
+    sar: str | Path | None
+    item: StacItem | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,47 @@ def pair_scenes(opt_dir: str | Path, sar_dir: str | Path, pattern: str = "*.tif"
     return scenes, [sar[key] for key in sorted(set(sar) - set(opt))]
 
 
+def item_scenes(items: Sequence[str | Path]) -> list[ScenePair]:
+    """The scenes of STAC items, sorted by item id: each of `items` is an item (a JSON file or an http(s) URL) or a
+    local folder, whose `*.json` files are items. Every item is read now: one that cannot be read, or two with one
+    id, is an `InputFileError` before any scene runs."""
+    hrefs: list[str] = []
+    for entry in items:
+        local = local_path(entry)
+        if local is not None and local.is_dir():
+            found = sorted(str(p) for p in local.glob("*.json") if p.is_file())
+            if not found:
+                raise InputFileError(f"STAC folder '{entry}' holds no items (*.json); check the folder.")
+            hrefs.extend(found)
+        else:
+            hrefs.append(str(entry))
+    by_name: dict[str, ScenePair] = {}
+    for href in hrefs:
+        item = read_item(href)
+        name = item.scene_name()
+        if name in by_name:
+            raise InputFileError(
+                f"STAC items '{by_name[name].item.href}' and '{href}' both have id '{item.id}'; give each scene once."
+            )
+        by_name[name] = ScenePair(name, None, None, item)
+    return [by_name[name] for name in sorted(by_name)]
+
+
+def check_item_options(options: PredictOptions | None) -> None:
+    """`OptionError` when `options` choose band numbers: a STAC item's bands are picked by the checkpoint's names."""
+    if options is not None and (options.opt_bands is not None or options.sar_bands is not None):
+        raise OptionError(
+            "band numbers (--opt-bands, --sar-bands) do not apply to a STAC item: its bands are picked by the "
+            "checkpoint's band names"
+        )
+
+
+def item_options(options: PredictOptions | None, scene: StacScene) -> PredictOptions:
+    """`options` reading the bands of a STAC item's `scene` (see `check_item_options`)."""
+    check_item_options(options)
+    return replace(options or PredictOptions(), opt_bands=scene.opt_bands, sar_bands=scene.sar_bands)
+
+
 def parse_shard(text: str | None) -> tuple[int, int]:
     """'i/n' (0-based i < n) → (i, n); None → (RANK, WORLD_SIZE) under torchrun, else (0, 1)."""
     if text is None:
@@ -127,15 +173,19 @@ def predict_batch(
     error, output) — appends from several shards into one log stay whole lines — and passed to `on_scene`.
     `options` and `progress` (per scene) go to `SceneModel.predict`.
     """
+    if any(s.item is not None for s in scenes):
+        check_item_options(options)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    inputs = InputFiles(
-        {
-            f"the {what} input of scene '{s.name}'": path
-            for s in scenes
-            for what, path in (("optical", s.opt), ("SAR", s.sar))
-        }
-    )
+    read = {
+        f"the {what} input of scene '{s.name}'": path
+        for s in scenes
+        for what, path in (("optical", s.opt), ("SAR", s.sar))
+    }
+    for s in scenes:
+        if s.item is not None:
+            read.update(s.item.local_files())
+    inputs = InputFiles(read)
     outcomes = []
     for scene in scenes:
         outputs = PredictOutputs(out_dir / f"{scene.name}{OUTPUT_SUFFIX}", overwrite=overwrite)
@@ -171,6 +221,8 @@ def _run_scene(
         return "failed", str(exc)
     if outputs.map.exists() and not outputs.overwrite:
         return "skipped", None
+    if scene.item is not None:
+        return _run_item(model, scene.item, outputs, options, progress)
     if scene.sar is None:
         return "failed", f"no SAR file matches optical '{scene.opt.name}'"
     try:
@@ -178,6 +230,28 @@ def _run_scene(
     except MdsegError as exc:
         return "failed", str(exc)
     except Exception as exc:  # one broken scene (or a bug it triggers) must not stop a long batch
+        return "failed", f"{type(exc).__name__}: {exc}"
+    return "written", None
+
+
+def _run_item(
+    model: SceneModel,
+    item: StacItem,
+    outputs: PredictOutputs,
+    options: PredictOptions | None,
+    progress: bool | ProgressCallback,
+) -> tuple[str, str | None]:
+    """Predict the scene of a STAC item (its bands matched to the checkpoint's) and record the item in the run
+    record: (status, error)."""
+    meta = model.meta
+    try:
+        inputs = match_item(item, meta.opt_band_names, meta.sar_band_names)
+        with stac_scene(inputs) as scene:
+            result = model.predict(scene.opt, scene.sar, outputs, item_options(options, scene), progress=progress)
+        record_item(result.sidecar, inputs)
+    except MdsegError as exc:
+        return "failed", str(exc)
+    except Exception as exc:  # as for files: one broken item must not stop a long batch
         return "failed", f"{type(exc).__name__}: {exc}"
     return "written", None
 

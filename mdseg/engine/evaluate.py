@@ -83,8 +83,7 @@ def evaluate_rasters(
     Raises `InputFileError` (missing / unreadable / multi-band file), `GeoreferenceError` (grids differ),
     `OptionError` (no class names anywhere) and `ClassValueError` (values that are not classes).
     """
-    pred_path, label_path = Path(pred_path), Path(label_path)
-    with ExitStack() as stack:
+    with ExitStack() as stack:  # the names as given: a URL is no Path (mdseg.io.names)
         pred = stack.enter_context(open_raster(pred_path, "Prediction"))
         label = stack.enter_context(open_raster(label_path, "Label"))
         for src, path, role in ((pred, pred_path, "prediction"), (label, label_path, "label")):
@@ -175,7 +174,7 @@ def check_confusion_path(
         check_apart(path, "the confusion matrix", data, "the dataset folder")
 
 
-def _check_same_grid(pred: Grid, label: Grid, pred_path: Path, label_path: Path) -> None:
+def _check_same_grid(pred: Grid, label: Grid, pred_path: str | Path, label_path: str | Path) -> None:
     if pred.same_as(label):
         return
     why = pred.difference(label, "label")

@@ -15,6 +15,7 @@ from typing import Any, get_args
 from mdseg.errors import OptionError
 from mdseg.geo.pair import Align
 from mdseg.geo.sar import SarScale
+from mdseg.geo.writer import creation_options
 
 # Defaults for a run without a checkpoint to take them from (`predict_scene` with a bare predictor).
 DEFAULT_STEPS = 3
@@ -35,8 +36,9 @@ class PredictOptions:
     all); `sar_scale`: SAR values on disk are "auto" (detected), "db" or "linear"; `align`: SAR on another grid
     is "reproject"ed onto the optical grid or refused ("strict"); `opt_nodata` / `sar_nodata`: nodata values
     overriding the files'; `simplify_m`: polygon simplification in metres; `min_area_m2`: smallest polygon kept;
-    `strict_inputs`: refuse a scene whose bands look unlike the checkpoint's training data (`mdseg.engine.domain`)
-    instead of warning.
+    `co`: GDAL COG creation options for the raster outputs, "KEY=VALUE" each (as `rio` and `gdal_translate` take
+    them), over mdseg's defaults; `strict_inputs`: refuse a scene whose bands look unlike the checkpoint's
+    training data (`mdseg.engine.domain`) instead of warning.
     """
 
     steps: int | None = None
@@ -53,6 +55,7 @@ class PredictOptions:
     sar_nodata: float | None = None
     simplify_m: float = 0.0
     min_area_m2: float = 0.0
+    co: tuple[str, ...] = ()
     strict_inputs: bool = False
 
     def __post_init__(self) -> None:
@@ -60,6 +63,7 @@ class PredictOptions:
             bands = getattr(self, name)
             if bands is not None:
                 object.__setattr__(self, name, tuple(int(b) for b in bands))
+        object.__setattr__(self, "co", tuple(f"{k}={v}" for k, v in creation_options(self.co or ()).items()))
         _check(self)
 
     @classmethod
@@ -82,9 +86,13 @@ class PredictOptions:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the run record's `options`)."""
         out = asdict(self)
-        for name in ("opt_bands", "sar_bands"):
+        for name in ("opt_bands", "sar_bands", "co"):
             out[name] = None if out[name] is None else list(out[name])
         return out
+
+    def creation_options(self) -> dict[str, str]:
+        """`co` as GDAL creation options by name."""
+        return creation_options(self.co)
 
 
 def _check(o: PredictOptions) -> None:

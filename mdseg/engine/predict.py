@@ -202,6 +202,7 @@ def predict_scene(
             open_files,
             tmp,
             targets=targets,
+            creation_options=o.creation_options(),
         )
         runner = TileRunner(pair, model, o, device)
         blender = TileBlender(tiles, pair.window.height, pair.window.width, len(model.classes) + (o.samples > 1))

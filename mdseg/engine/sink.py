@@ -51,7 +51,7 @@ class MapSink:
     `tmp` maps each output ("map", "aux", and "probabilities" / "confidence" when asked for; "<output>_style" for
     the QGIS styles to write beside them) to the path written;
     `targets` to the path errors name (the user's, when `tmp` holds temporaries beside them; default `tmp`; the
-    map's sidecar by default `<map>.aux.xml`).
+    map's sidecar by default `<map>.aux.xml`). `creation_options`: GDAL COG creation options for every raster.
     """
 
     def __init__(
@@ -67,6 +67,7 @@ class MapSink:
         tmp: dict[str, Path],
         *,
         targets: Mapping[str, str | Path] | None = None,
+        creation_options: Mapping[str, str] | None = None,
     ) -> None:
         self.grid, self.window, self.classes, self.palette, self.tmp = grid, window, classes, palette, tmp
         self.targets = {name: Path(path) for name, path in {**tmp, **(targets or {})}.items()}
@@ -83,7 +84,8 @@ class MapSink:
 
         def open_writer(name: str, count: int, fill: int, **kwargs: object) -> None:
             with self._writing(name):
-                writer = StreamingCOG(outputs.scratch(tmp[name]), grid, count, **kwargs)
+                scratch = outputs.scratch(tmp[name])
+                writer = StreamingCOG(scratch, grid, count, creation_options=creation_options, **kwargs)
             open_files.callback(writer.close)
             self.writers[name] = writer
             self.bands[name] = np.full((count, band_rows, grid.width), fill, dtype=np.uint8)

@@ -19,6 +19,7 @@ from rasterio.windows import Window
 from mdseg.errors import BandSelectionError, GeoreferenceError
 from mdseg.geo.grid import Grid
 from mdseg.geo.sar import SarScale, decide_sar_scale, linear_to_db
+from mdseg.io.names import dataset_stem, local_path
 from mdseg.io.raster import open_raster, read_bands, sample_values
 
 Align = Literal["reproject", "strict"]
@@ -76,7 +77,7 @@ def footprint_window(opt: Grid, sar: Grid) -> Window | None:
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 
-def refuse_unmapped(src: rasterio.DatasetReader, role: str, path: Path, target_crs: CRS | None) -> None:
+def refuse_unmapped(src: rasterio.DatasetReader, role: str, path: str | Path, target_crs: CRS | None) -> None:
     """Refuse, naming the cause and the gdalwarp command that fixes it, a raster without a map grid that is
     georeferenced by ground control points or RPCs (raw satellite geometry); return when it has neither.
 
@@ -120,8 +121,11 @@ def _crs_text(crs: CRS | None) -> str:
     return f"EPSG:{epsg}" if epsg else f"'{crs.to_wkt()}'"
 
 
-def _warped_name(path: Path) -> Path:
-    return path.with_name(f"{path.stem}_warped.tif")
+def _warped_name(path: str | Path) -> Path:
+    """Beside a local file; in the current folder for a URL or /vsi… name."""
+    local = local_path(path)
+    name = f"{dataset_stem(path)}_warped.tif"
+    return Path(name) if local is None else local.with_name(name)
 
 
 def warped_onto(src: rasterio.DatasetReader, grid: Grid, src_nodata: float | None) -> WarpedVRT:
@@ -148,7 +152,7 @@ class RasterPair:
     (Co, h, w), SAR (Cs, h, w) in dB, and a boolean validity mask (h, w).
 
     Args:
-        opt_path, sar_path: rasters GDAL can read.
+        opt_path, sar_path: dataset names GDAL opens (paths, URLs, /vsi… names; see `mdseg.io.names`).
         opt_bands, sar_bands: 1-based band numbers; None selects all bands.
         opt_band_count, sar_band_count: band counts the model expects; checked when given.
         align: "reproject" warps SAR onto the optical grid (bilinear) when the grids differ; "strict" refuses.
@@ -172,7 +176,7 @@ class RasterPair:
     ) -> None:
         if align not in ("reproject", "strict"):
             raise ValueError(f"align must be 'reproject' or 'strict', not {align!r}")
-        self.opt_path, self.sar_path = Path(opt_path), Path(sar_path)
+        self.opt_path, self.sar_path = opt_path, sar_path  # names as given: a URL is no Path
         self._stack = ExitStack()
         try:
             self._opt = self._stack.enter_context(open_raster(opt_path, "Optical"))

@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import functools
 import json
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -15,12 +16,18 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 
+from mdseg.errors import OptionError
 from mdseg.geo.grid import Grid
 from mdseg.io.failures import io_error_types
 
 CLASS_NODATA = 255
 # Internal tile size of the intermediate and the COG (px): GDAL's COG default, good for HTTP range reads.
 BLOCK = 512
+# COG creation options that reproject, re-tile onto a tiling scheme or add an alpha band: outputs stay on the
+# optical grid with their nodata, so these are refused.
+GRID_OPTIONS = frozenset(
+    {"TILING_SCHEME", "TARGET_SRS", "RES", "EXTENT", "ALIGNED_LEVELS", "ZOOM_LEVEL", "ZOOM_LEVEL_STRATEGY", "ADD_ALPHA"}
+)
 
 
 class StreamingCOG:
@@ -40,6 +47,8 @@ class StreamingCOG:
         colormap: band-1 colour table {value: (r, g, b, a)}.
         descriptions: one per band.
         tags: dataset metadata; band_tags: per-band metadata (1-based band → tags).
+        creation_options: COG creation options (`creation_options`) over the defaults (DEFLATE, 512 px blocks,
+            `overview_resampling`, BigTIFF if needed).
     """
 
     def __init__(
@@ -55,9 +64,11 @@ class StreamingCOG:
         tags: Mapping[str, str] | None = None,
         band_tags: Mapping[int, Mapping[str, str]] | None = None,
         overview_resampling: str = "mode",
+        creation_options: Mapping[str, str] | None = None,
     ) -> None:
         self.grid, self.count = grid, count
         self.overview_resampling = overview_resampling
+        self.creation_options = dict(creation_options or {})
         _mute_libtiff_global_errors()
         self._dst = rasterio.open(
             scratch,
@@ -116,15 +127,13 @@ class StreamingCOG:
         self._dst.close()
         # The conversion should not stack on top of the strip buffers.
         self._buf = None
-        rasterio.shutil.copy(
-            self._dst.name,
-            dst,
-            driver="COG",
-            COMPRESS="DEFLATE",
-            BLOCKSIZE=BLOCK,
-            OVERVIEW_RESAMPLING=self.overview_resampling.upper(),
-            BIGTIFF="IF_SAFER",
-        )
+        defaults = {
+            "COMPRESS": "DEFLATE",
+            "BLOCKSIZE": str(BLOCK),
+            "OVERVIEW_RESAMPLING": self.overview_resampling.upper(),
+            "BIGTIFF": "IF_SAFER",
+        }
+        rasterio.shutil.copy(self._dst.name, dst, driver="COG", **{**defaults, **self.creation_options})
 
     def close(self) -> None:
         """Close the intermediate without converting it (after an error). Its failure is not raised: the
@@ -150,14 +159,58 @@ def _mute_libtiff_global_errors() -> None:
     per-file errors, and so every exception rasterio raises, are unaffected. Linux only (the loaded libtiff is
     found in /proc/self/maps); elsewhere nothing changes.
     """
+    for path in _loaded_libraries("libtiff"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(path).TIFFSetErrorHandler(None)
+
+
+def _loaded_libraries(prefix: str) -> list[str]:
+    """Paths of the shared libraries loaded in this process whose file name starts with `prefix` (Linux: from
+    /proc/self/maps; elsewhere none)."""
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
-        return
+        return []
     libraries = {fields[5] for line in maps.splitlines() if len(fields := line.split(maxsplit=5)) == 6}
-    for path in sorted(p for p in libraries if Path(p).name.startswith("libtiff")):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(path).TIFFSetErrorHandler(None)
+    return sorted(p for p in libraries if Path(p).name.startswith(prefix))
+
+
+@functools.cache
+def cog_option_names() -> frozenset[str] | None:
+    """The creation options the COG driver of rasterio's GDAL takes (its DMD_CREATIONOPTIONLIST), or None where
+    that GDAL cannot be asked (not Linux): GDAL then warns about an unknown option itself."""
+    for path in _loaded_libraries("libgdal"):
+        with contextlib.suppress(OSError, AttributeError, ET.ParseError), rasterio.Env():
+            gdal = ctypes.CDLL(path)
+            gdal.GDALGetDriverByName.restype = ctypes.c_void_p
+            gdal.GDALGetDriverByName.argtypes = [ctypes.c_char_p]
+            gdal.GDALGetMetadataItem.restype = ctypes.c_char_p
+            gdal.GDALGetMetadataItem.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
+            driver = gdal.GDALGetDriverByName(b"COG")
+            text = gdal.GDALGetMetadataItem(driver, b"DMD_CREATIONOPTIONLIST", None) if driver else None
+            if text:
+                return frozenset(o.get("name", "").upper() for o in ET.fromstring(text).iter("Option"))
+    return None
+
+
+def creation_options(pairs: Sequence[str]) -> dict[str, str]:
+    """COG creation options from `KEY=VALUE` strings (as `--co` takes them; keys upper-cased), or `OptionError`
+    for one that is not KEY=VALUE, that the COG driver does not know, or that would move the raster off its grid."""
+    known = cog_option_names()
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().upper()
+        if not sep or not key or not value:
+            raise OptionError(f"--co takes KEY=VALUE (e.g. COMPRESS=ZSTD), not {pair!r}.")
+        if known is not None and key not in known:
+            raise OptionError(
+                f"--co {key}: GDAL's COG driver has no such option; it takes {', '.join(sorted(known - GRID_OPTIONS))}."
+            )
+        if key in GRID_OPTIONS:
+            raise OptionError(f"--co {key} would change the raster's grid or bands; outputs stay on the optical grid.")
+        options[key] = value
+    return options
 
 
 def class_colormap(palette: Sequence[Sequence[int]]) -> dict[int, tuple[int, int, int, int]]:

@@ -8,7 +8,8 @@ nodata mask, `<name>.ovr`: overviews), and `AtomicOutputs` deletes stale ones be
 path brings its sidecars with it: an output may not be an input, another output, or a sidecar of either (writing
 `opt.tif.msk` would change what the input `opt.tif` reads as). The map `m.tif` and its `m.tif.aux.xml` are one
 output, the map. Paths that differ only in letter case on a case-insensitive file system are told apart only once
-they exist.
+they exist. Inputs are dataset names (`mdseg.io.names`): only local files can be outputs too; a URL or a `/vsi…`
+name is none, and a member of a local archive (`/vsizip//data/a.zip/x.tif`) is that archive.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mdseg.errors import OutputError
+from mdseg.io.names import local_archive, local_path
 
 # Files GDAL may read, write or leave beside a raster (PAM metadata, external masks and overviews).
 SIDECARS = (".aux.xml", ".msk", ".ovr")
@@ -61,9 +63,16 @@ class _Claim:
 
 
 def _claims(role: str, path: str | Path) -> Iterator[tuple[tuple, _Claim]]:
-    path = Path(path)
-    for file in (path, *sidecars(path)):
-        yield file_key(file), _Claim(role, path, file)
+    local = local_path(path)
+    if local is None:
+        # A URL or a /vsi… name is no file here; a member of a local archive claims the archive (GDAL keeps no
+        # sidecars beside an archive: it cannot write into one).
+        archive = local_archive(path)
+        if archive is not None:
+            yield file_key(archive), _Claim(role, archive, archive)
+        return
+    for file in (local, *sidecars(local)):
+        yield file_key(file), _Claim(role, local, file)
 
 
 class InputFiles:

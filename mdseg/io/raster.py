@@ -32,6 +32,7 @@ from rasterio.windows import Window
 
 from mdseg.errors import ClassValueError, InputFileError
 from mdseg.io.failures import gdal_messages, io_error_types
+from mdseg.io.names import local_path
 
 # Side (pixels) of the blocks streaming passes read at a time: 1024² px × 15 bands × 4 B ≈ 60 MiB at most.
 CHUNK = 1024
@@ -56,19 +57,27 @@ _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 def open_raster(path: str | Path, role: str) -> rasterio.DatasetReader:
-    """Open `path` for reading as the `role` raster ("Optical", "SAR", "Label", …), turning every failure
-    (missing, a folder, empty, permission denied, not a raster, a TIFF GDAL cannot parse) into a one-sentence
-    `InputFileError`. Later read failures of the dataset (`read_errors`) name it by `role` too."""
-    path = Path(path)
-    if not path.exists():
-        raise InputFileError(f"{role} raster '{path}' does not exist; check the path.")
+    """Open the dataset `path` for reading as the `role` raster ("Optical", "SAR", "Label", …), turning every
+    failure into a one-sentence `InputFileError`. Later read failures of the dataset (`read_errors`) name it by
+    `role` too.
+
+    `path` is any name GDAL opens (see `mdseg.io.names`), used as typed: a local file (missing, a folder, empty,
+    permission denied, not a raster, a TIFF GDAL cannot parse: each said so), a `/vsi…` path or a URL (`https://`,
+    `s3://`, `gs://`, `az://`, `zip://…!/…`), which is checked by opening it and refused with GDAL's reason.
+    Credentials and network options come from the environment, as GDAL reads them (AWS_*, GS_*, AZURE_*,
+    GDAL_HTTP_*)."""
+    local = local_path(path)
+    if local is not None and not local.exists():
+        raise InputFileError(f"{role} raster '{local}' does not exist; check the path.")
     try:
         # Georeferencing is judged where it matters (a pair, a grid check) in one sentence, not as a warning.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             src = rasterio.open(path)
     except io_error_types() as exc:
-        raise InputFileError(_open_failure(path, role, exc)) from None
+        if local is None:
+            raise InputFileError(_remote_failure(str(path), role, exc)) from None
+        raise InputFileError(_open_failure(local, role, exc)) from None
     _ROLES[src] = role
     return src
 
@@ -216,6 +225,16 @@ def _open_failure(path: Path, role: str, exc: BaseException) -> str:
             "re-download or re-export it."
         )
     return f"{role} file '{path}' is not a raster GDAL can read ({cause}); pass a GeoTIFF, COG or VRT."
+
+
+def _remote_failure(name: str, role: str, exc: BaseException) -> str:
+    """Why the dataset `name` (not a local file) could not be opened: GDAL's innermost reason, on one line."""
+    messages = gdal_messages(exc)
+    cause = " ".join((messages[-1] if messages else type(exc).__name__).split()).rstrip(".")
+    return (
+        f"{role} raster '{name}' cannot be opened: {cause}; check the name, the network and the credentials "
+        "(GDAL reads them from the environment: AWS_*, GS_*, AZURE_*, GDAL_HTTP_*)."
+    )
 
 
 def _read_failure(src: Readable, exc: BaseException, window: Window | None, decimated: bool) -> str:

@@ -1,6 +1,7 @@
 """What GIS readers find in a run's outputs (as `gdalinfo`/`ogrinfo` would report it, read through rasterio,
 pyogrio, sqlite3 and pystac): probabilities and confidence as scaled fractions with nodata and no mask band;
-GeoJSON per RFC 7946; GeoPackage 1.2 holding its QGIS style; a STAC Item linking every output."""
+GeoJSON per RFC 7946; GeoPackage 1.2 holding its QGIS style; a STAC Item linking every output; `--co` creation
+options applied to every raster, unknown ones refused in one line."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from rasterio.enums import MaskFlags
 from rasterio.transform import from_origin
 
 from mdseg.engine.predict import PredictOptions, PredictOutputs, TileModel, predict_scene
+from mdseg.errors import OptionError
 
 CLASSES = ["water", "forest", "city"]
 PALETTE = [(0, 0, 255), (0, 128, 0), (200, 0, 0)]
@@ -43,10 +45,10 @@ def scene(folder: Path, h: int = 30, w: int = 40) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
-def run(folder: Path, **outputs: Path):
+def run(folder: Path, co: tuple[str, ...] = (), **outputs: Path):
     opt, sar = scene(folder)
     model = TileModel(predictor, CLASSES, PALETTE)
-    options = PredictOptions(tile=32, overlap=8)
+    options = PredictOptions(tile=32, overlap=8, co=co)
     return predict_scene(opt, sar, PredictOutputs(folder / "map.tif", **outputs), model, options, progress=False)
 
 
@@ -141,3 +143,34 @@ def test_stac_item_describes_classes_fractions_and_provenance(rasters):
     props = data["properties"]
     assert props["proj:code"] == "EPSG:32633" and props["mdseg:options"]["tile"] == 32
     assert "mdseg:version" in props and "mdseg:checkpoint_sha256" in props
+
+
+def test_creation_options_apply_to_every_raster(tmp_path):
+    run(tmp_path, co=("compress=zstd", "BLOCKSIZE=256"), prob=tmp_path / "p.tif", confidence=tmp_path / "c.tif")
+    for name in ("map.tif", "p.tif", "c.tif"):
+        with rasterio.open(tmp_path / name) as src:
+            assert src.compression.value == "ZSTD" and src.block_shapes[0] == (256, 256), name
+    record = json.loads((tmp_path / "map.json").read_text())
+    assert record["options"]["co"] == ["COMPRESS=zstd", "BLOCKSIZE=256"]
+
+
+@pytest.mark.parametrize(
+    ("co", "says"),
+    [
+        ("COMPRESS", "--co takes KEY=VALUE"),
+        ("TILED=YES", "--co TILED: GDAL's COG driver has no such option; it takes "),
+        ("TARGET_SRS=EPSG:4326", "--co TARGET_SRS would change the raster's grid"),
+    ],
+)
+def test_creation_options_the_cog_driver_does_not_take_are_refused(co, says):
+    with pytest.raises(OptionError, match=says.replace("(", r"\(")) as refused:
+        PredictOptions(co=(co,))
+    assert "\n" not in str(refused.value)
+
+
+def test_cli_refuses_an_unknown_creation_option_in_one_line(tmp_path, mdseg):
+    opt, sar = scene(tmp_path)
+    code, _, err = mdseg("predict", "--opt", opt, "--sar", sar, "--out", tmp_path / "m.tif", "--co", "TILED=YES")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "--co TILED" in lines[0], err
+    assert not (tmp_path / "m.tif").exists()
