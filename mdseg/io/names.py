@@ -55,10 +55,12 @@ def local_archive(name: str | Path) -> Path | None:
             inside = name[len(prefix) :]
             if inside.startswith("vsi"):
                 return None
-            # GDAL splits at the archive file itself: the longest leading part that is a file.
-            for candidate in (Path(inside), *Path(inside).parents):
-                if candidate.is_file():
-                    return candidate
+            # GDAL splits at the archive file itself: the longest leading part that is a file. A name put through
+            # Path lost the second slash of '/vsizip//abs/a.zip': the absolute reading is tried after the relative.
+            for start in (Path(inside), Path("/", inside)):
+                for candidate in (start, *start.parents):
+                    if candidate.is_file():
+                        return candidate
             return None
     return None
 

@@ -136,6 +136,15 @@ def test_an_output_that_is_the_archive_an_input_is_read_from_is_refused(scene):
         check_outputs({"the map": archive}, {"the optical input": f"zip://{archive}!/opt.tif"})
 
 
+def test_predict_refuses_a_map_onto_the_archive_its_input_is_read_from(scene, mdseg):
+    archive = scene / "scene.zip"
+    before = archive.read_bytes()
+    opt, sar = f"/vsizip/{archive}/opt.tif", f"/vsizip/{archive}/sar.tif"
+    code, _, err = mdseg("predict", "--opt", opt, "--sar", sar, "--out", archive, "--overwrite")
+    assert code == 2 and f"the optical input '{archive}' are the same file" in err
+    assert archive.read_bytes() == before
+
+
 def test_urls_are_no_local_files_and_collide_with_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "https:").mkdir()  # where Path('https://h/x.tif') would point: https:/h/x.tif
