@@ -176,10 +176,15 @@ def _loaded_libraries(prefix: str) -> list[str]:
 
 
 @functools.cache
-def cog_option_names() -> frozenset[str] | None:
-    """The creation options the COG driver of rasterio's GDAL takes (its DMD_CREATIONOPTIONLIST), or None where
-    that GDAL cannot be asked (not Linux): GDAL then warns about an unknown option itself."""
-    for path in _loaded_libraries("libgdal"):
+def cog_option_names() -> dict[str, tuple[str, ...]] | None:
+    """The creation options the COG driver of rasterio's GDAL takes (its DMD_CREATIONOPTIONLIST), each with the
+    values it allows (upper case; empty when any value goes), or None where that GDAL cannot be asked (not Linux):
+    GDAL then warns about an unknown option itself."""
+    # Other wheels (pyogrio) may bring their own GDAL, built with other codecs: rasterio's is the one that writes.
+    loaded = _loaded_libraries("libgdal")
+    wheels = [p for p in loaded if Path(p).parent.name.endswith(".libs")]
+    ours = [p for p in wheels if Path(p).parent.name == "rasterio.libs"] or [p for p in loaded if p not in wheels]
+    for path in ours:
         with contextlib.suppress(OSError, AttributeError, ET.ParseError), rasterio.Env():
             gdal = ctypes.CDLL(path)
             gdal.GDALGetDriverByName.restype = ctypes.c_void_p
@@ -189,13 +194,17 @@ def cog_option_names() -> frozenset[str] | None:
             driver = gdal.GDALGetDriverByName(b"COG")
             text = gdal.GDALGetMetadataItem(driver, b"DMD_CREATIONOPTIONLIST", None) if driver else None
             if text:
-                return frozenset(o.get("name", "").upper() for o in ET.fromstring(text).iter("Option"))
+                return {
+                    o.get("name", "").upper(): tuple((v.text or "").upper() for v in o.iter("Value"))
+                    for o in ET.fromstring(text).iter("Option")
+                }
     return None
 
 
 def creation_options(pairs: Sequence[str]) -> dict[str, str]:
     """COG creation options from `KEY=VALUE` strings (as `--co` takes them; keys upper-cased), or `OptionError`
-    for one that is not KEY=VALUE, that the COG driver does not know, or that would move the raster off its grid."""
+    for one that is not KEY=VALUE, that the COG driver does not know (name, or value of an option with a fixed set
+    of values), or that would move the raster off its grid."""
     known = cog_option_names()
     options = {}
     for pair in pairs:
@@ -204,11 +213,13 @@ def creation_options(pairs: Sequence[str]) -> dict[str, str]:
         if not sep or not key or not value:
             raise OptionError(f"--co takes KEY=VALUE (e.g. COMPRESS=ZSTD), not {pair!r}.")
         if known is not None and key not in known:
-            raise OptionError(
-                f"--co {key}: GDAL's COG driver has no such option; it takes {', '.join(sorted(known - GRID_OPTIONS))}."
-            )
+            takes = ", ".join(sorted(set(known) - GRID_OPTIONS))
+            raise OptionError(f"--co {key}: GDAL's COG driver has no such option; it takes {takes}.")
         if key in GRID_OPTIONS:
             raise OptionError(f"--co {key} would change the raster's grid or bands; outputs stay on the optical grid.")
+        allowed = known[key] if known is not None else ()
+        if allowed and value.strip().upper() not in allowed:
+            raise OptionError(f"--co {key}={value}: GDAL's COG driver takes {key} one of {', '.join(allowed)}.")
         options[key] = value
     return options
 

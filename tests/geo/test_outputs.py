@@ -160,6 +160,7 @@ def test_creation_options_apply_to_every_raster(tmp_path):
         ("COMPRESS", "--co takes KEY=VALUE"),
         ("TILED=YES", "--co TILED: GDAL's COG driver has no such option; it takes "),
         ("TARGET_SRS=EPSG:4326", "--co TARGET_SRS would change the raster's grid"),
+        ("COMPRESS=FOO", "--co COMPRESS=FOO: GDAL's COG driver takes COMPRESS one of NONE, LZW, JPEG, DEFLATE"),
     ],
 )
 def test_creation_options_the_cog_driver_does_not_take_are_refused(co, says):
