@@ -379,6 +379,7 @@ def _signals_held() -> Iterator[None]:
 
 
 def _remove_with_sidecars(path: Path) -> None:
-    for p in (path, *(path.with_name(path.name + ext) for ext in SIDECARS)):
+    # `.ovr.tmp`: the overviews GDAL's COG driver builds beside its output before writing it
+    for p in (path, *(path.with_name(path.name + ext) for ext in (*SIDECARS, ".ovr.tmp"))):
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
