@@ -1,8 +1,13 @@
-"""Errors meant for users: one clear sentence each, caught once in the CLI (exit status 2)."""
+"""Errors meant for users: one clear sentence each, caught once in the CLI, which exits with the class's
+`exit_status`: 3 for a problem with an input, an output or a checkpoint, 2 for an option (as Click's usage errors),
+4 for a batch in which some scenes failed."""
 
 
 class MdsegError(Exception):
     """A problem the user can fix: bad input, a missing file, an unsupported option."""
+
+    # The command line's exit status for this kind of error (scripts tell the kinds apart by it).
+    exit_status: int = 3
 
 
 class BackendUnavailableError(MdsegError):
@@ -36,9 +41,13 @@ class CheckpointError(MdsegError):
 class OptionError(MdsegError, ValueError):
     """An option value is out of range or contradicts another (also a ValueError for library callers)."""
 
+    exit_status = 2  # a usage error, like the option values Click itself rejects
+
 
 class BatchError(MdsegError):
     """Some scenes of a batch run failed; the others were written."""
+
+    exit_status = 4
 
 
 class ClassValueError(MdsegError, ValueError):

@@ -1,9 +1,10 @@
 """The `mdseg` command line: one module per command, thin wrappers over library functions.
 
 Options several commands share are declared once in `mdseg.cli.options`. Errors meant for users (`MdsegError`)
-are caught once, in `main`, and printed as one line (exit status 2). A stop signal (SIGINT, SIGTERM, SIGHUP) is
-turned into `mdseg.errors.Interrupted` (see `stop_signals`): the command unwinds, removing its temporaries, and
-`main` prints one line and exits with 128 + the signal.
+are caught once, in `main`, and printed as one line; the exit status tells their kind (`EXIT_STATUSES`).
+The root options set up logging: the library's `mdseg.*` loggers go to stderr through Rich (`-v`, `--log-file`).
+A stop signal (SIGINT, SIGTERM, SIGHUP) is turned into `mdseg.errors.Interrupted` (see `stop_signals`): the
+command unwinds, removing its temporaries, and `main` prints one line and exits with 128 + the signal.
 """
 
 from __future__ import annotations
@@ -15,26 +16,61 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.text import Text
 
 from mdseg.cli import evaluate, import_weights, info, predict, quicklook, stats, synth, train
-from mdseg.cli.console import err_console
+from mdseg.cli.console import configure_logging, err_console, reset_logging
 from mdseg.errors import Interrupted, MdsegError
+
+EXIT_STATUSES = (
+    "Exit statuses: 0 done; 1 an unexpected failure (a bug: please report it); 2 a usage error (an unknown or "
+    "missing option, a bad option value); 3 an input, output or checkpoint problem (a missing or unreadable file, "
+    "an output that exists); 4 a batch in which some scenes failed (the others were written); 128 + N stopped by "
+    "signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP)."
+)
 
 app = typer.Typer(
     name="mdseg",
     help="Land-cover maps from co-registered optical + SAR images with a Mamba-diffusion model.",
+    epilog=EXIT_STATUSES,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from mdseg import __version__
+        from mdseg.cli.console import console  # here: a module-level import would hide the module `cli.console`
+
+        console.print(f"mdseg {__version__}", highlight=False, markup=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose", "-v", count=True, help="Tell more on stderr: -v the library's notes (INFO), -vv DEBUG."
+        ),
+    ] = 0,
+    log_file: Annotated[
+        Path | None,
+        typer.Option("--log-file", dir_okay=False, help="Also append the library's log messages (INFO and up) here."),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="Print mdseg's version and exit."),
+    ] = False,
+) -> None:
     """Land-cover maps from co-registered optical + SAR images with a Mamba-diffusion model."""
+    configure_logging(verbose, log_file)
 
 
 app.command("info")(info.info)
@@ -48,8 +84,9 @@ app.command("import-weights")(import_weights.import_weights)
 
 
 def main() -> None:
-    """Console-script entry point: every error is one line on stderr. Usage errors (bad option values, unknown or
-    missing options) and user errors (`MdsegError`) exit 2; `--help` and no arguments print the help."""
+    """Console-script entry point: every error is one line on stderr, its exit status saying which kind
+    (`EXIT_STATUSES`): usage errors 2, `MdsegError` its class's `exit_status` (3; 2 for an option; 4 for a batch);
+    `--help` and no arguments print the help."""
     try:
         with stop_signals():
             # One name in help and messages, however started (`python -m mdseg` too).
@@ -61,11 +98,13 @@ def main() -> None:
     except typer.Abort:
         _error("aborted", 1)
     except MdsegError as exc:
-        _error(str(exc), 2)
+        _error(str(exc), exc.exit_status)
     except (Interrupted, KeyboardInterrupt) as exc:  # KeyboardInterrupt: raised by code itself, taken as a Ctrl-C
         _interrupted(getattr(exc, "signum", signal.SIGINT))
     except OSError as exc:  # last resort: a read or write no layer below put in words (it may not name the file)
-        _error(os_error_line(exc), 2)
+        _error(os_error_line(exc), MdsegError.exit_status)
+    finally:
+        reset_logging()
     sys.exit(code if isinstance(code, int) else 0)
 
 

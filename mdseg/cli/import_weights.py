@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from mdseg.cli import options as opt_
-from mdseg.cli.console import console
+from mdseg.cli.console import console, err_console
 
 
 class ReleaseDataset(str, Enum):
@@ -49,9 +49,12 @@ def import_weights(
     """
     from mdseg.release import import_release_checkpoint
 
-    result = import_release_checkpoint(
-        source, out, dataset=classes.value, inference_scale=inference_scale, overwrite=overwrite
-    )
+    # The step under way (reading, converting, writing) on a terminal; -v logs each step as a line anywhere.
+    with err_console.status("importing") as status:
+        result = import_release_checkpoint(
+            source, out, dataset=classes.value, inference_scale=inference_scale, overwrite=overwrite,
+            progress=status.update,
+        )  # fmt: skip
     for line in result.report.lines():
         console.print(line, highlight=False, markup=False)
     meta, config = result.meta, result.meta.config

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mdseg.cli import options as opt_
-from mdseg.cli.console import console, err_console
+from mdseg.cli.console import console, step_progress
 from mdseg.errors import OptionError
 
 
@@ -29,8 +29,6 @@ def synth(
     One scene: OUT/synth_<seed>_opt.tif, _sar.tif, _label.tif. With --scenes N > 1: a dataset in the generic layout,
     OUT/train|val/opt|sar|label/synth_<seed>_<i>.tif and OUT/classes.json (WHU-OPT-SAR's 7 classes).
     """
-    from rich.progress import Progress
-
     from mdseg.synth import synthesize_dataset, synthesize_scene
 
     if scenes == 1:
@@ -39,10 +37,9 @@ def synth(
         files = synthesize_scene(out, seed=seed, size=size, overwrite=overwrite)
         console.print(f"wrote {files.opt}, {files.sar}, {files.label} ({size}×{size} px, seed {seed})", highlight=False)
         return
-    with Progress(console=err_console, transient=True) as bar:
-        task = bar.add_task("synthesising", total=scenes)
+    with step_progress(scenes, "scenes") as advance:
         data = synthesize_dataset(
-            out, scenes=scenes, seed=seed, size=size, val=val, overwrite=overwrite, progress=lambda i: bar.advance(task)
+            out, scenes=scenes, seed=seed, size=size, val=val, overwrite=overwrite, progress=lambda i: advance(1)
         )
     console.print(
         f"wrote {len(data.train)} train + {len(data.val)} val scenes ({size}×{size} px, seed {seed}) and "

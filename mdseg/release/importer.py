@@ -8,6 +8,8 @@ with `convert_release_state_dict`, and writes our format (`mdseg.checkpoint`) wi
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +31,8 @@ _RELEASE_PARTS = {
     "transform.": "input transform",
     "time_mlp.": "time MLP",
 }
+logger = logging.getLogger(__name__)
+
 # Facts of the release's own test setting, stored in imported checkpoints.
 RELEASE_TILE, RELEASE_STEPS = 256, 3
 # What an MMSegmentation checkpoint's `meta` may say that is worth keeping in our provenance.
@@ -53,6 +57,7 @@ def import_release_checkpoint(
     dataset: Literal["whu", "hunan"] = "whu",
     inference_scale: float = 2.0,
     overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> ImportResult:
     """Turn the authors' released checkpoint (`source`, a `.pth`) into an mdseg checkpoint at `out`.
 
@@ -63,7 +68,8 @@ def import_release_checkpoint(
     right shape. The metadata takes `dataset`'s classes, palette, band names and normalisation from
     `mdseg.data.catalog`, `inference_scale` (2.0: the authors test WHU's 256² tiles upsampled to 512²), tile
     256 px, 3 DDIM steps, and provenance (source file name and SHA-256, conversion summary). The write is
-    atomic; an existing `out` is refused unless `overwrite`.
+    atomic; an existing `out` is refused unless `overwrite`. `progress(line)` is called as each step starts
+    (reading, converting, writing), the same lines going to this module's logger at INFO.
 
     Raises `OutputExistsError`, and `CheckpointError` naming `source` for a file `torch.load` cannot read
     with `weights_only=True`, one without a state dict, a backbone-only state dict (it cannot predict), keys
@@ -80,9 +86,17 @@ def import_release_checkpoint(
         )
     if not source.is_file():
         raise CheckpointError(f"release checkpoint '{source}' does not exist; check the path.")
+
+    def step(line: str) -> None:
+        logger.info("import-weights: %s", line)
+        if progress is not None:
+            progress(line)
+
+    step(f"reading {source} (torch.load, weights only)")
     loaded = _torch_load_weights_only(source)
     sd, release_meta = _release_state_dict(loaded, source)
     _check_release_parts(sd, source)
+    step(f"converting {len(sd)} release tensors")
     try:
         config, ours, report = convert_release_state_dict(sd, strict=False)
     except MdsegError as exc:
@@ -108,6 +122,7 @@ def import_release_checkpoint(
     meta = _release_meta(config, dataset, inference_scale, source, report, len(sd), release_meta)
     state = {k: (v.to(expected[k].dtype) if v.is_floating_point() else v).contiguous() for k, v in ours.items()}
     model.load_state_dict(state, assign=True)
+    step(f"writing {out}")
     save_checkpoint(out, model, meta, overwrite=overwrite)
     return ImportResult(path=out, meta=meta, report=report, release_tensors=len(sd))
 

@@ -13,6 +13,7 @@ nodata 255; colour table and class names). All on one grid: UTM zone 50N (EPSG:3
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ from mdseg.io.atomic import AtomicOutputs
 from mdseg.io.paths import check_outputs
 from mdseg.synth.landscape import build_landscape
 from mdseg.synth.render import UNLABELLED, SceneArrays, render
+
+logger = logging.getLogger(__name__)
 
 CRS_EPSG = 32650  # UTM zone 50N: central China, where WHU-OPT-SAR was taken
 PIXEL_M = 5.0
@@ -112,7 +115,9 @@ def synthesize_dataset(
     """
     if scenes < 1:
         raise OptionError(f"scenes must be at least 1, got {scenes}.")
-    val = (max(1, round(scenes / 5)) if scenes >= 2 else 0) if val is None else val
+    if val is None:
+        val = max(1, round(scenes / 5)) if scenes >= 2 else 0
+        logger.info("synthetic dataset: %d of %d scenes go to val (a fifth by default)", val, scenes)
     if not 0 <= val < scenes:
         raise OptionError(f"val must be between 0 and scenes - 1 ({scenes - 1}), got {val}.")
     _check_size(size)
@@ -133,6 +138,7 @@ def synthesize_dataset(
                 _make_dir(path.parent)
             files = SceneFiles(*(outputs.reserve(p) for p in (target.opt, target.sar, target.label)))
             write_scene(generate_scene(seed, size, index=i), files)
+            logger.debug("synthetic scene %d of %d generated: %s", i + 1, scenes, target.opt.name)
             if progress is not None:
                 progress(i)
     return SyntheticDataset(

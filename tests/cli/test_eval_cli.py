@@ -137,7 +137,7 @@ def test_unmapped_label_values_are_refused_with_a_hint(tmp_path, mdseg):
     write_classes(tmp_path / "whu.tif", (LABEL.clip(0, 3) * 10).astype(np.uint8))
     code, _, err = mdseg("eval", "--pred", tmp_path / "pred.tif", "--label", tmp_path / "whu.tif")
     line = one_error_line(err)
-    assert code == 2
+    assert code == 3
     assert "label values [10, 20, 30]" in line and "whu.tif" in line and "label map" in line
 
 
@@ -154,7 +154,7 @@ def test_a_grid_mismatch_is_one_line_and_exit_2(tmp_path, mdseg, grid, why):
     write_classes(tmp_path / "pred.tif", PRED, nodata=255, names=CLASSES)
     write_classes(tmp_path / "label.tif", np.resize(LABEL, shape), **grid)
     code, _, err = mdseg("eval", "--pred", tmp_path / "pred.tif", "--label", tmp_path / "label.tif")
-    assert code == 2
+    assert code == 3
     line = one_error_line(err)
     assert "not on the same grid" in line and why in line
 
@@ -165,7 +165,7 @@ def test_a_missing_or_non_raster_file_is_one_line_and_exit_2(pair, mdseg, broken
     if broken == "not_a_raster":
         bad.write_text("not a raster")
     code, _, err = mdseg("eval", "--pred", pair[0], "--label", bad)
-    assert code == 2
+    assert code == 3
     assert "bad.tif" in one_error_line(err)
 
 

@@ -223,7 +223,7 @@ def test_a_second_run_to_the_same_output_is_refused_naming_the_first(tmp_path, t
         *FAST,
         "--overwrite",
     )
-    assert code == 2
+    assert code == 3
     line = one_error_line(err)
     assert f"'{out}' is being written by another mdseg run (pid {proc.pid} on host" in line
     _, stderr = proc.communicate(timeout=LONG_WAIT_S)

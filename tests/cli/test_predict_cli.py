@@ -90,7 +90,7 @@ def test_an_existing_output_is_refused_and_kept_unless_overwrite(tmp_path, check
     out.write_bytes(b"precious")
     args = ["predict", "--opt", opt, "--sar", sar, "--out", out, "--checkpoint", checkpoint, *FAST]
     code, _, err = mdseg(*args)
-    assert code == 2 and "already exists" in one_error_line(err)
+    assert code == 3 and "already exists" in one_error_line(err)
     assert out.read_bytes() == b"precious"
     code, _, err = mdseg(*args, "--overwrite")
     assert code == 0, err
@@ -102,7 +102,7 @@ def test_a_wrong_band_count_names_both_counts(tmp_path, checkpoint, mdseg):
     opt, sar = smooth_scene(tmp_path, opt_bands=3)
     code, _, err = mdseg("predict", "--opt", opt, "--sar", sar, "--out", tmp_path / "m.tif", "--checkpoint", checkpoint)
     line = one_error_line(err)
-    assert code == 2 and "expects 4 optical band(s) but 3 were selected" in line
+    assert code == 3 and "expects 4 optical band(s) but 3 were selected" in line
     assert not (tmp_path / "m.tif").exists()
 
 
@@ -113,14 +113,14 @@ def test_a_missing_or_non_raster_input_is_one_line_and_exit_2(tmp_path, checkpoi
     if broken == "text":
         sar.write_text("not a raster")
     code, _, err = mdseg("predict", "--opt", opt, "--sar", sar, "--out", tmp_path / "m.tif", "--checkpoint", checkpoint)
-    assert code == 2 and "sar.tif" in one_error_line(err)
+    assert code == 3 and "sar.tif" in one_error_line(err)
     assert not (tmp_path / "m.tif").exists()
 
 
 def test_a_missing_checkpoint_is_one_line_and_exit_2(tmp_path, mdseg):
     opt, sar = smooth_scene(tmp_path)
     code, _, err = mdseg("predict", "--opt", opt, "--sar", sar, "--checkpoint", tmp_path / "none.safetensors")
-    assert code == 2 and "does not exist" in one_error_line(err)
+    assert code == 3 and "does not exist" in one_error_line(err)
 
 
 def test_json_prints_one_parseable_object(tmp_path, checkpoint, mdseg):
@@ -162,7 +162,7 @@ def test_batch_continues_past_a_broken_scene_logs_each_and_resumes(tmp_path, che
     (sar_dir / "b_sar.tif").write_text("broken")
     args = ["predict", "--opt-dir", opt_dir, "--sar-dir", sar_dir, "--out-dir", out_dir, "--checkpoint", checkpoint]
     code, _, err = mdseg(*args, *FAST)
-    assert code == 2 and "1 of 3 scenes failed: b (" in one_error_line(err)
+    assert code == 4 and "1 of 3 scenes failed: b (" in one_error_line(err)
     assert sorted(p.name for p in out_dir.glob("*.tif")) == ["a_landcover.tif", "c_landcover.tif"]
     log = [json.loads(line) for line in (out_dir / LOG_NAME).read_text().splitlines()]
     assert [(r["scene"], r["status"]) for r in log] == [("a", "written"), ("b", "failed"), ("c", "written")]

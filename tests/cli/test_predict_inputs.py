@@ -150,6 +150,6 @@ def test_align_strict_refuses_misaligned_sar_with_one_line_and_exit_2(tmp_path, 
     opt, sar, out = optical(tmp_path), offset_sar(tmp_path), tmp_path / "m.tif"
     code, _, err = predict(mdseg, checkpoint, opt, sar, out, "--align", "strict")
     lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error:"), err
+    assert code == 3 and len(lines) == 1 and lines[0].startswith("error:"), err
     assert "sar_offset.tif" in lines[0] and "not on the optical grid" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["opt.tif", "sar_offset.tif"]  # nothing written

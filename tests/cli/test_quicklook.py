@@ -206,7 +206,7 @@ def test_cli_missing_and_non_raster_inputs_are_one_line_errors(scene, tmp_path, 
             "quicklook", "--opt", scene["opt"], "--sar", scene["sar"], "--pred", pred, "--out", tmp_path / "v.png"
         )
         lines = err.strip().splitlines()
-        assert code == 2 and len(lines) == 1 and words in lines[0], err
+        assert code == 3 and len(lines) == 1 and words in lines[0], err
 
 
 FAST = ["--tile", "64", "--overlap", "16", "--steps", "1"]
@@ -232,7 +232,7 @@ def test_predict_refuses_an_existing_quicklook_before_predicting(scene, tmp_path
     view.write_bytes(b"keep me")
     args = ("--opt", scene["opt"], "--sar", scene["sar"], "--out", tmp_path / "map.tif", "--quicklook", view)
     code, _, err = mdseg("predict", *args, "--checkpoint", tiny_checkpoint, *FAST)
-    assert code == 2 and "already exists" in err
+    assert code == 3 and "already exists" in err
     assert not (tmp_path / "map.tif").exists()
 
 

@@ -155,7 +155,7 @@ def test_a_missing_band_is_one_line_naming_it_and_the_items_assets(tmp_path, sce
     item = write_item(tmp_path, "no_nir", sentinel_assets(scene, drop="B08"))
     code, _, err = predict_item(mdseg, tiny_checkpoint, item, tmp_path / "m.tif")
     line = one_error_line(err)
-    assert code == 2 and "STAC item 'no_nir'" in line and "no optical band 'B08'" in line
+    assert code == 3 and "STAC item 'no_nir'" in line and "no optical band 'B08'" in line
     assets = (
         "red (B04/red), green (B03/green), blue (B02/blue), vv (VV), vh (VH), visual (B04/red, B03/green, B02/blue)"
     )
@@ -169,7 +169,7 @@ def test_assets_on_different_grids_are_refused_in_one_line(tmp_path, scene, mdse
     assets["nir"] = band_asset(str(coarse), "B08", "nir")
     code, _, err = predict_item(mdseg, tiny_checkpoint, write_item(tmp_path, "mixed", assets), tmp_path / "m.tif")
     line = one_error_line(err)
-    assert code == 2 and "the optical assets are not on one grid" in line and "nir: 48×48 px of 20" in line
+    assert code == 3 and "the optical assets are not on one grid" in line and "nir: 48×48 px of 20" in line
 
 
 def test_band_numbers_are_refused_with_an_item(tmp_path, scene, mdseg, tiny_checkpoint):
@@ -200,7 +200,7 @@ def test_a_batch_of_items_logs_a_failing_item_and_runs_the_others(tmp_path, scen
     out = tmp_path / "maps"
     args = ["--stac", good, "--stac", bad, "--out-dir", out, "--checkpoint", tiny_checkpoint, *FAST]
     code, _, err = mdseg("predict", *args)
-    assert code == 2 and "1 of 2 scenes failed: bad (STAC item 'bad'" in one_error_line(err)
+    assert code == 4 and "1 of 2 scenes failed: bad (STAC item 'bad'" in one_error_line(err)
     assert (out / "good_landcover.tif").exists() and not (out / "bad_landcover.tif").exists()
 
 

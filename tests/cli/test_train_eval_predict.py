@@ -122,7 +122,7 @@ def test_stats_on_a_hunan_style_folder_with_other_band_counts_uses_its_files_ban
 )
 def test_odd_layouts_are_one_error_line_in_train(odd, mdseg, folder, message, tmp_path):
     code, _, err = mdseg("train", "--data", odd / folder, "--out", tmp_path / "run", "--iters", "1", "--quiet")
-    assert code == 2 and message in err
+    assert code == 3 and message in err
     assert err.startswith("error:") and len(err.strip().splitlines()) == 1
 
 
@@ -131,14 +131,14 @@ def test_odd_layouts_are_one_error_line_in_stats_and_eval(odd, mdseg, folder, ti
     for args in (("stats", "--data", odd / folder), ("eval", "--data", odd / folder, "--checkpoint", tiny_checkpoint)):
         code, _, err = mdseg(*args)
         errors = [line for line in err.splitlines() if line.startswith("error:")]  # eval first says what it picked
-        assert code == 2 and len(errors) == 1 and "Traceback" not in err, (args, err)
+        assert code == 3 and len(errors) == 1 and "Traceback" not in err, (args, err)
 
 
 def test_stats_of_a_split_a_dataset_lacks_says_how_to_get_one(tmp_path, mdseg):
     whu = tmp_path / "whu"
     write_pair_folders(whu, ("optical", "sar", "label"), ["a"], size=(8, 8))
     code, _, err = mdseg("stats", "--data", whu, "--split", "train")
-    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert code == 3 and len(err.strip().splitlines()) == 1
     assert "mdseg train --data whu` draws one into its run folder" in err and "runs/NAME/splits/train.txt" in err
 
 

