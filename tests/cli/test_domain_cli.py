@@ -68,7 +68,7 @@ def test_strict_inputs_fail_with_one_line_and_write_nothing(tmp_path, mdseg):
         "--quicklook", out / "q.png", "--strict-inputs", *FAST,
     )  # fmt: skip
     lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2 and stdout == ""
+    assert code == 3 and stdout == ""
     assert len(lines) == 1 and lines[0].startswith(f"error: Optical input '{SENTINEL[0]}' does not look like")
     assert "--strict-inputs refuses such inputs" in lines[0]
     assert list(out.iterdir()) == []
@@ -113,7 +113,7 @@ def test_eval_strict_inputs_fail_before_any_sample(sentinel_dataset, tmp_path, m
     confusion = tmp_path / "confusion.csv"
     code, out, err = mdseg("eval", "--data", sentinel_dataset, *FAST, "--strict-inputs", "--confusion", confusion)
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("data: ")]
-    assert code == 2 and out == "" and not confusion.exists()
+    assert code == 3 and out == "" and not confusion.exists()
     assert len(lines) == 1 and lines[0].startswith("error: Optical input") and "--strict-inputs" in lines[0]
 
 
