@@ -65,3 +65,12 @@ def test_library_messages_reach_the_standard_logging_api(tmp_path, caplog):
         synthesize_dataset(tmp_path, scenes=2, size=64)
     assert [r.name for r in caplog.records] == ["mdseg.synth.files"]
     assert "1 of 2 scenes go to val" in caplog.records[0].getMessage()
+
+
+def test_import_weights_logs_each_step_with_verbose(tmp_path, mdseg):
+    source = tmp_path / "notes.pth"
+    source.write_text("these are not weights")
+    code, _, err = mdseg("-v", "import-weights", source, "--out", tmp_path / "out.safetensors")
+    lines = [line.strip() for line in err.splitlines() if line.strip()]
+    assert code == 3 and lines[-1].startswith("error:") and f"'{source}' is not a PyTorch checkpoint" in lines[-1]
+    assert f"import-weights: reading {source} (torch.load, weights only)" in " ".join(lines[:-1])
