@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -210,19 +211,24 @@ def test_a_second_run_to_the_same_output_is_refused_naming_the_first(tmp_path, t
     lock = out.with_name(".m.tif.mdseg-lock")
     proc = start_predict(opt, sar, out, tiny_checkpoint)
     wait_for(lambda: lock.is_file() and lock.read_text().strip(), proc)  # its holder's host and pid are in
-    code, _, err = mdseg(
-        "predict",
-        "--opt",
-        other_opt,
-        "--sar",
-        other_sar,
-        "--out",
-        out,
-        "--checkpoint",
-        tiny_checkpoint,
-        *FAST,
-        "--overwrite",
-    )
+    # Paused (not killed) while the second run tries: the first cannot finish first on a fast machine.
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        code, _, err = mdseg(
+            "predict",
+            "--opt",
+            other_opt,
+            "--sar",
+            other_sar,
+            "--out",
+            out,
+            "--checkpoint",
+            tiny_checkpoint,
+            *FAST,
+            "--overwrite",
+        )
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
     assert code == 3
     line = one_error_line(err)
     assert f"'{out}' is being written by another mdseg run (pid {proc.pid} on host" in line
