@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from mdseg.cli import options as opt_
-from mdseg.cli.console import console, err_console
+from mdseg.cli.console import console, err_console, step_progress
 
 
 def stats(
@@ -27,9 +27,12 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
 ) -> None:
     """Per-band mean and std of a dataset split (streamed, nodata skipped; SAR in dB) for normalisation."""
+    from mdseg.data.layout import find_dataset
     from mdseg.data.stats import band_stats
 
-    result = band_stats(data, split, opt_bands=opt_bands, sar_bands=sar_bands)
+    layout = find_dataset(data, split, opt_bands=opt_bands, sar_bands=sar_bands)
+    with step_progress(2 * len(layout.samples), "files") as advance:
+        result = band_stats(layout, progress=lambda done, total: advance(1))
     if as_json:
         console.print_json(json.dumps(result.to_dict()))
         return

@@ -3,7 +3,7 @@ from one decimated read per file), value range and dtype, and percentiles of a b
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -156,6 +156,7 @@ def band_stats(
     chunk: int = CHUNK,
     side: int | None = None,
     sample: int = PERCENTILE_SAMPLE,
+    progress: Callable[[int, int], None] | None = None,
 ) -> DatasetStats:
     """Statistics of every optical and SAR band over a split: mean, std, value range and dtype, and the 1st, 50th
     and 99th percentiles of a regular sample of at most about `sample` values per band.
@@ -165,7 +166,8 @@ def band_stats(
     linear power (per `sar_scale`, decided as the dataset reader decides it) is measured in dB.
     `side` None reads every pixel, at most `chunk`² at a time; a number reads each file once, decimated (nearest
     neighbour) so its longest side is at most `side` px — served from overviews when the files have them: a
-    cheap summary whose mean and std come from that sample.
+    cheap summary whose mean and std come from that sample. `progress(files_done, files_total)` is called after
+    each file (every sample's optical file, then its SAR file).
     """
     layout = (
         data if isinstance(data, DatasetLayout) else find_dataset(data, split, opt_bands=opt_bands, sar_bands=sar_bands)
@@ -174,6 +176,7 @@ def band_stats(
     roles = (("optical", layout.opt_bands, layout.opt_band_names), ("sar", layout.sar_bands, layout.sar_band_names))
     quota = max(1, sample // len(layout.samples))  # percentile sample per file
     out: list[BandStats] = []
+    files_done, files_total = 0, 2 * len(layout.samples)
     for modality, bands, names in roles:
         n = len(bands)
         moments = RunningMoments(n)
@@ -196,6 +199,9 @@ def band_stats(
                         if ok.size:
                             low[k], high[k] = min(low[k], float(ok.min())), max(high[k], float(ok.max()))
                         kept[k].append(values[k, ::stride, ::stride][valid[k, ::stride, ::stride]])
+            files_done += 1
+            if progress is not None:
+                progress(files_done, files_total)
         var = moments.variance()
         mean = np.where(moments.count > 0, moments.mean, np.nan)
         for k, (b, name) in enumerate(zip(bands, names, strict=True)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from mdseg.engine.tile_runner import Normaliser, TileModel
 from mdseg.kernels import resolve_backend
 from mdseg.models import MambaDiffusionSeg
 from mdseg.runtime import resolve_device
+
+log = logging.getLogger(__name__)
 
 
 class ModelPredictor:
@@ -87,6 +90,7 @@ class SceneModel:
         demo = path is None
         path = demo_checkpoint() if demo else Path(path)
         model, meta = load_checkpoint(path, dev)
+        log.info("loaded %s%s on %s", path, " (the demo weights)" if demo else "", dev)
         prepare_model(model, dev, compile=compile)
         return cls(
             path=path, sha256=sha256(path), model=model, meta=meta, device=dev, demo=demo, amp=amp, compile=compile

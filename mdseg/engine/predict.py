@@ -7,6 +7,7 @@ predicting tiles), `mdseg.geo.blend` (cosine-window blending), `mdseg.engine.sin
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import platform
@@ -36,6 +37,8 @@ from mdseg.io.atomic import AtomicOutputs
 from mdseg.io.failures import writing
 from mdseg.io.paths import check_outputs
 from mdseg.io.raster import open_raster
+
+log = logging.getLogger(__name__)
 
 # Smallest GDAL block cache of a run (bytes), whatever the scene: two full-width block rows of a typical pair
 # (4 uint16 + 1 float32 bands in 512 px blocks) up to ~5400 px wide, so each block is decoded once there.
@@ -188,6 +191,10 @@ def predict_scene(
                 sar_nodata=o.sar_nodata,
             )
         )
+        alignment = pair.alignment()
+        if alignment["sar_reprojected"]:
+            log.info("SAR reprojected onto the optical grid (bilinear): %s", alignment["sar_grid"])
+        log.info("%s", alignment["sar_scale"]["message"])
         if bound_cache:
             open_files.enter_context(rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(pair, o.tile)))
         tiles = tile_grid(pair.window.height, pair.window.width, o.tile, o.overlap)
