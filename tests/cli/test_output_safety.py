@@ -66,10 +66,11 @@ def alias(target: Path, how: str) -> Path:
 
 
 def refused(mdseg, root: Path, *args: object) -> str:
-    """Run `mdseg predict ARGS`, expect exit 2 with one error line and `root` exactly as before; the line."""
+    """Run `mdseg predict ARGS`, expect exit 3 (an output problem) with one error line and `root` exactly as
+    before; the line."""
     before = snapshot(root)
     code, _, err = mdseg("predict", *args, *FAST)
-    assert code == 2, err
+    assert code == 3, err
     assert snapshot(root) == before
     return one_error_line(err)
 
@@ -270,11 +271,12 @@ def test_a_run_into_the_folder_of_a_live_run_leaves_its_temporaries(tmp_path, ti
 # --- the other commands: quicklook, eval --confusion, synth, train --out --------------------------------------------
 
 
-def run_refused(mdseg, root: Path, *args: object) -> str:
-    """Run `mdseg ARGS`, expect exit 2 with one error line and `root` exactly as before; the line."""
+def run_refused(mdseg, root: Path, *args: object, status: int = 3) -> str:
+    """Run `mdseg ARGS`, expect exit `status` (3: an output problem; 2: options that contradict each other) with
+    one error line and `root` exactly as before; the line."""
     before = snapshot(root)
     code, _, err = mdseg(*args)
-    assert code == 2, err
+    assert code == status, err
     assert snapshot(root) == before
     return one_error_line(err)
 
@@ -344,5 +346,6 @@ def test_a_training_run_folder_overlapping_the_data_folder_is_refused(tmp_path, 
     data = tmp_path / "work" / "data"
     write_tif(data / "opt" / "a.tif", np.zeros((4, 8, 8), dtype="uint16"))
     out = {"inside": data / "runs" / "r1", "same": data, "holding": tmp_path / "work"}[where]
-    line = run_refused(mdseg, tmp_path, "train", "--data", data, "--out", out, "--iters", "1", "--quiet")
+    args = ("train", "--data", data, "--out", out, "--iters", "1", "--quiet")
+    line = run_refused(mdseg, tmp_path, *args, status=2)  # --out contradicts --data: an option error
     assert "overlap" in line and f"'{data}'" in line
