@@ -154,14 +154,9 @@ def check_inputs(
             RasterPair(
                 opt_path,
                 sar_path,
-                opt_bands=o.opt_bands,
-                sar_bands=o.sar_bands,
                 opt_band_count=meta.config.opt_bands,
                 sar_band_count=meta.config.sar_bands,
-                align=o.align,
-                sar_scale=o.sar_scale,
-                opt_nodata=o.opt_nodata,
-                sar_nodata=o.sar_nodata,
+                **o.pair_options(),
             )
         )
         sampled = {

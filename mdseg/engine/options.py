@@ -83,6 +83,11 @@ class PredictOptions:
         overlap = self.overlap if self.overlap is not None else min(DEFAULT_OVERLAP, tile // 4)
         return replace(self, steps=steps, tile=tile, overlap=overlap)
 
+    def pair_options(self) -> dict[str, Any]:
+        """How to read the scene's pair: the keywords of `mdseg.geo.pair.RasterPair` these options set."""
+        names = ("opt_bands", "sar_bands", "align", "sar_scale", "opt_nodata", "sar_nodata")
+        return {name: getattr(self, name) for name in names}
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the run record's `options`)."""
         out = asdict(self)

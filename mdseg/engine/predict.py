@@ -181,14 +181,9 @@ def predict_scene(
             RasterPair(
                 opt_path,
                 sar_path,
-                opt_bands=o.opt_bands,
-                sar_bands=o.sar_bands,
                 opt_band_count=model.opt_band_count,
                 sar_band_count=model.sar_band_count,
-                align=o.align,
-                sar_scale=o.sar_scale,
-                opt_nodata=o.opt_nodata,
-                sar_nodata=o.sar_nodata,
+                **o.pair_options(),
             )
         )
         alignment = pair.alignment()
