@@ -68,9 +68,10 @@ def _neighbours(coordinate: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor, 
     low = coordinate.floor()
     t = coordinate - low
     # clamped before the cast (no overflow); −2 keeps the high neighbour of a far-off point off the map too
-    index = low.clamp(-2, size).to(torch.int32)
-    low_in, high_in = index.clamp(0, size - 1), (index + 1).clamp(0, size - 1)
-    return low_in, high_in, torch.where(low_in == index, 1 - t, 0.0), torch.where(high_in == index + 1, t, 0.0)
+    low_index = low.clamp(-2, size).to(torch.int32)
+    high_index = low_index + 1
+    low_in, high_in = low_index.clamp(0, size - 1), high_index.clamp(0, size - 1)
+    return low_in, high_in, torch.where(low_in == low_index, 1 - t, 0.0), torch.where(high_in == high_index, t, 0.0)
 
 
 def deformable_sample(
