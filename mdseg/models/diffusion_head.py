@@ -94,20 +94,6 @@ def sine_position_encoding(height: int, width: int, channels: int, device: torch
     return torch.cat((pos_y, pos_x), dim=-1).reshape(height * width, channels)
 
 
-def pointwise_rows(conv: nn.Conv2d, *maps: Tensor) -> Tensor:
-    """The 1×1 convolution `conv` (with bias) of the channel concatenation of `maps` (each (B, C_i, h, w)),
-    as pixel rows (B, h·w, C_out): one product per map, accumulated onto the bias. Neither the concatenation
-    nor a transposed copy of the output is made; the products read each map as it lies."""
-    weight = conv.weight.flatten(1)  # (C_out, ΣC_i)
-    out, start = None, 0
-    for part in maps:
-        rows = part.flatten(2).transpose(1, 2)  # (B, h·w, C_i)
-        mixing = weight[:, start : start + part.shape[1]].t().expand(part.shape[0], -1, -1)
-        out = torch.baddbmm(conv.bias, rows, mixing) if out is None else out.baddbmm_(rows, mixing)
-        start += part.shape[1]
-    return out
-
-
 class DenoiserLayer(nn.Module):
     """Post-norm deformable-attention encoder layer with time modulation x·(1 + scale) + shift."""
 
@@ -155,9 +141,9 @@ class Denoiser(nn.Module):
     def forward(self, x: Tensor, time: Tensor, positions: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """x: (B, C, h, w) input map; time: (B, 4C); `positions` from `positions(x)`, computed here when not
         given (the sampler passes them so its steps share one) → logits (B, num_classes, h, w)."""
-        batch, channels, height, width = x.shape
+        batch, _, height, width = x.shape
         pos, reference = self.positions(x) if positions is None else positions
-        tokens = x.flatten(2).transpose(1, 2)  # (B, h·w, C), row-major; a free view of a channels-last map
+        tokens = x.flatten(2).transpose(1, 2)  # (B, h·w, C), row-major
         for layer in self.layers:
             tokens = layer(tokens, pos, reference, (height, width), time)
         # the 1×1 classifier as a product on the tokens: the small (B, h·w, K) result is what gets transposed
@@ -200,10 +186,7 @@ class DiffusionHead(nn.Module):
         self, feature: Tensor, latent: Tensor, snr: Tensor, positions: tuple[Tensor, Tensor] | None = None
     ) -> Tensor:
         """Logits (B, K, h, w) for neck feature (B, C, h, w), noisy latent (B, C, h, w), log-SNR (B,)."""
-        x = pointwise_rows(self.input_proj, feature, latent)  # feature first, as the release
-        batch, _, height, width = feature.shape
-        # (B, C, h, w) seen channels-last: the denoiser's tokens are then this very memory
-        x = x.view(batch, height, width, -1).permute(0, 3, 1, 2)
+        x = self.input_proj(torch.cat([feature, latent], dim=1))  # feature first, as the release
         return self.denoiser(x, self.time_embed(snr), positions)
 
     def ddim_step(
