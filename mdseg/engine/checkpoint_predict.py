@@ -65,10 +65,11 @@ def checkpoint_normaliser(meta: CheckpointMeta) -> Normaliser:
 @dataclass
 class SceneModel:
     """A checkpoint loaded once for any number of scenes: model (eval mode, on `device`), metadata, file hash,
-    and how it runs: `amp` ("off", "bf16", "fp16") and `compile` (see `mdseg.engine.accel`)."""
+    and how it runs: `amp` ("off", "bf16", "fp16") and `compile` (see `mdseg.engine.accel`). `path` and `sha256`
+    are None for a model in memory that no file holds (yet), e.g. the one training validates."""
 
-    path: Path
-    sha256: str
+    path: Path | None
+    sha256: str | None
     model: MambaDiffusionSeg
     meta: CheckpointMeta
     device: torch.device
@@ -96,11 +97,20 @@ class SceneModel:
             path=path, sha256=sha256(path), model=model, meta=meta, device=dev, demo=demo, amp=amp, compile=compile
         )
 
+    @classmethod
+    def in_memory(
+        cls, model: MambaDiffusionSeg, meta: CheckpointMeta, device: torch.device, amp: str = "off"
+    ) -> SceneModel:
+        """`model` as it is now, with the metadata a checkpoint of it would carry: scored or run exactly as the
+        checkpoint saved from it would be. The model is used as it is (not copied, not prepared)."""
+        check_amp(amp, device)
+        return cls(path=None, sha256=None, model=model, meta=meta, device=device, demo=False, amp=amp)
+
     def run_info(self) -> dict:
         """What the run sidecar records about the checkpoint, scan backend and device."""
         return {
             "checkpoint": {
-                "path": str(self.path.resolve()),
+                "path": None if self.path is None else str(self.path.resolve()),
                 "sha256": self.sha256,
                 "demo": self.demo,
                 "format_version": self.meta.format_version,

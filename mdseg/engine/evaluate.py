@@ -7,7 +7,6 @@ The confusion-matrix arithmetic lives in `mdseg.metrics`; this module reads rast
 from __future__ import annotations
 
 import csv
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -16,9 +15,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
+import torch
 from rasterio.windows import Window
 
-from mdseg.engine.options import PredictOptions, PredictOutputs
+from mdseg.engine.options import PredictOptions
 from mdseg.errors import ClassValueError, DatasetError, GeoreferenceError, InputFileError, OptionError
 from mdseg.geo.grid import Grid
 from mdseg.geo.pair import grid_of
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from mdseg.data.layout import DatasetLayout
     from mdseg.engine.checkpoint_predict import SceneModel
     from mdseg.engine.domain import DomainCheck
+    from mdseg.engine.tile_runner import TileModel
 
 # Pixels per strip read from each raster: a few int64 work arrays of this size stay around 32 MiB each.
 BLOCK_PIXELS = 1 << 22
@@ -311,7 +312,7 @@ def _has_split(root: Path, split: str) -> bool:
 
 def evaluate(
     checkpoint: str | Path | SceneModel,
-    data: str | Path | EvalData | None = None,
+    data: str | Path | EvalData | DatasetLayout | None = None,
     options: PredictOptions | None = None,
     *,
     split: str | None = None,
@@ -321,15 +322,17 @@ def evaluate(
 ) -> EvalResult:
     """Run a checkpoint over every sample of a dataset split and score it against the labels.
 
-    `checkpoint`: a path, or a loaded `SceneModel` (e.g. the trainer's model in memory; it is put in eval mode
-    for the run and its mode restored after). `data`: a dataset root (`split` / bands as `choose_eval_data`
-    picks them), an `EvalData`, or None for the validation split recorded in the checkpoint.
-    Each sample goes through the tiled scene engine (`SceneModel.predict` with `options`: steps, seed, tile,
-    overlap, batch size as there, None meaning the checkpoint's; the map is written to a scratch folder and
-    removed), then its labels are read through the dataset's label map (unlisted values and 255 ignored; pixels
-    where an input is nodata are excluded) into one confusion matrix over the whole split. The bands read are
-    `options.opt_bands` / `sar_bands` when given (else `data`'s or the layout's default); `options.sar_scale` is
-    the dataset's SAR scale, decided once for the dataset when "auto". `device` applies when a path is given.
+    `checkpoint`: a path, or a loaded `SceneModel` (e.g. the trainer's model in memory: training validation is
+    this function; it is put in eval mode for the run and its mode restored after). `data`: a dataset root
+    (`split` / bands as `choose_eval_data` picks them), an `EvalData`, a `DatasetLayout` taken as it is, or None
+    for the split recorded in the checkpoint (test, else validation).
+    Each sample goes through the tiled scene engine as `mdseg predict` maps it (`score_scene`, with `options`:
+    steps, seed, tile, overlap, batch size as there, None meaning the checkpoint's), and its blocks are scored in
+    memory, no map written, against its labels read through the dataset's label map (unlisted values and 255
+    ignored; pixels where an input is nodata are excluded) into one confusion matrix over the whole split. The
+    bands read are `options.opt_bands` / `sar_bands` when given (else `data`'s or the layout's default);
+    `options.sar_scale` is the dataset's SAR scale, decided once for the dataset when "auto". `device` applies
+    when a path is given.
 
     Under `torch.distributed` (e.g. torchrun; see `mdseg.runtime.distributed`) each rank runs samples rank, rank + n, …
     and the confusion matrices are summed across ranks (int64), so every rank gets exactly the
@@ -343,7 +346,7 @@ def evaluate(
     Raises `DatasetError` for an unusable dataset or one whose classes do not fit the checkpoint's, and what
     `SceneModel.predict` raises for a sample it cannot read (e.g. a raster without CRS).
     """
-    from mdseg.data.layout import find_dataset
+    from mdseg.data.layout import DatasetLayout, find_dataset
     from mdseg.data.reader import decide_dataset_sar_scale
     from mdseg.engine.batch import shard_scenes
     from mdseg.engine.checkpoint_predict import SceneModel
@@ -352,17 +355,21 @@ def evaluate(
     model = checkpoint if isinstance(checkpoint, SceneModel) else SceneModel.load(checkpoint, device)
     meta = model.meta
     o = model.sampling(options)
-    target = (
-        data
-        if isinstance(data, EvalData)
-        else choose_eval_data(meta, data, split, o.opt_bands, o.sar_bands, checkpoint=model.path)
-    )
-    layout = find_dataset(target.root, target.split, opt_bands=target.opt_bands, sar_bands=target.sar_bands)
-    if target.split is None and layout.split is not None:
-        raise OptionError(
-            f"dataset '{layout.root}' is divided into splits but has no '{_EVAL_SPLIT}' split; "
-            "say which to evaluate with --split."
+    if isinstance(data, DatasetLayout):
+        layout, source = data, "given"
+    else:
+        target = (
+            data
+            if isinstance(data, EvalData)
+            else choose_eval_data(meta, data, split, o.opt_bands, o.sar_bands, checkpoint=model.path)
         )
+        layout = find_dataset(target.root, target.split, opt_bands=target.opt_bands, sar_bands=target.sar_bands)
+        source = target.source
+        if target.split is None and layout.split is not None:
+            raise OptionError(
+                f"dataset '{layout.root}' is divided into splits but has no '{_EVAL_SPLIT}' split; "
+                "say which to evaluate with --split."
+            )
     _check_classes(layout, meta)
     scaling = decide_dataset_sar_scale(layout, o.sar_scale)
     ranks = current_ranks()
@@ -374,29 +381,27 @@ def evaluate(
     if on_domain is not None:
         on_domain(domain)
     cm = ConfusionMatrix(meta.config.num_classes)
+    tile_model = model.tile_model()
     was_training = model.model.training
     model.model.eval()
     try:
-        with (
-            tempfile.TemporaryDirectory(prefix="mdseg-eval-") as scratch,
-            progress_reporter(progress if rank == 0 else False, len(mine), "samples") as advance,
-        ):
-            pred_path = PredictOutputs(Path(scratch) / "prediction.tif", overwrite=True)
+        with progress_reporter(progress if rank == 0 else False, len(mine), "samples") as advance:
             for sample in mine:
-                model.predict(sample.opt, sample.sar, pred_path, per_sample, progress=False)
-                score_sample(pred_path.map, sample.label, layout.classes, cm)
+                score_scene(
+                    tile_model, sample.opt, sample.sar, sample.label, layout.classes, cm, per_sample, model.device
+                )
                 advance(1)
     finally:
         model.model.train(was_training)
     cm = all_reduce(cm)
     inputs = {
-        "checkpoint": str(model.path),
+        "checkpoint": None if model.path is None else str(model.path),
         "checkpoint_sha256": model.sha256,
         "data": str(layout.root),
         "layout": layout.kind,
         "split": layout.split,
         "samples": len(layout.samples),
-        "data_source": target.source,
+        "data_source": source,
         "opt_bands": list(layout.opt_bands),
         "sar_bands": list(layout.sar_bands),
         "sar_scale": scaling.input,
@@ -410,29 +415,42 @@ def evaluate(
     return EvalResult(list(meta.classes), cm, compute_metrics(cm.matrix), inputs)
 
 
-def score_sample(pred_path: str | Path, label_path: str | Path, classes: ClassScheme, cm: ConfusionMatrix) -> None:
-    """Add a predicted class map and a dataset label (same size, pixel for pixel) to `cm`.
+def score_scene(
+    model: TileModel,
+    opt_path: str | Path,
+    sar_path: str | Path,
+    label_path: str | Path,
+    classes: ClassScheme,
+    cm: ConfusionMatrix,
+    options: PredictOptions,
+    device: str | torch.device = "cpu",
+) -> None:
+    """Predict one scene exactly as `mdseg predict` would map it (`ScenePass`: same tiles, seeds, blending and
+    argmax, `options` filled in) and add it, block by block and in memory, to `cm` against `label_path` (a label
+    raster on the optical grid, pixel for pixel).
 
-    Labels go through `classes.encode` (unlisted values and label nodata → ignore); pixels where the prediction
-    is nodata (an input band was nodata there) are not counted. Reads strips, never the whole image.
+    Labels go through `classes.encode` (unlisted values and label nodata → ignore); pixels the map would leave
+    nodata (an input band nodata there, or outside the two inputs' common footprint) are not counted.
     """
-    pred_path, label_path = Path(pred_path), Path(label_path)
-    with open_raster(pred_path, "Prediction") as pred, open_raster(label_path, "Label") as label:
-        if (pred.height, pred.width) != (label.height, label.width):
+    from mdseg.engine.predict import ScenePass, open_scene
+
+    with open_scene(opt_path, sar_path, model, options) as (pair, _), open_raster(label_path, "Label") as label:
+        if (label.height, label.width) != (pair.grid.height, pair.grid.width):
             raise InputFileError(
-                f"Prediction '{pred_path}' is {pred.width}x{pred.height} px but label '{label_path}' is "
-                f"{label.width}x{label.height}; they must cover the same pixels."
+                f"Label '{label_path}' is {label.width}x{label.height} px but optical '{opt_path}' is "
+                f"{pair.grid.width}x{pair.grid.height}; they must cover the same pixels."
             )
-        for window in strips(label):
-            p, p_valid = read_classes(pred, window, role="prediction")
-            raw, ok = read_bands(label, [1], window)
+        row0, col0 = int(pair.window.row_off), int(pair.window.col_off)
+        k = len(model.classes)
+        timer = {"read": 0.0, "predict": 0.0}
+        for block in ScenePass(pair, model, options, device).blocks(lambda _: None, timer):
+            n, m = block.covered.shape
+            raw, ok = read_bands(label, [1], Window(col0 + block.col, row0 + block.row, m, n))
             y = classes.encode(np.where(ok[0], raw[0], -1))
             try:
-                cm.update(y, p, p_valid)
+                cm.update(y, block.values[:k].argmax(axis=0), block.covered)
             except ClassValueError as exc:
-                raise ClassValueError(
-                    f"{exc} in '{label_path if exc.role == 'label' else pred_path}'", exc.role
-                ) from None
+                raise ClassValueError(f"{exc} in '{label_path}'", exc.role) from None
 
 
 def _check_classes(layout: DatasetLayout, meta: CheckpointMeta) -> None:

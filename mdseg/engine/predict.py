@@ -12,8 +12,8 @@ import math
 import os
 import platform
 import time
-from collections.abc import Mapping
-from contextlib import ExitStack, nullcontext
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from mdseg.engine.options import PredictOptions, PredictOutputs, scene_inputs
 from mdseg.engine.progress import ProgressCallback, progress_reporter
 from mdseg.engine.sink import FRACTION_SCALE, MapSink
 from mdseg.engine.tile_runner import Normaliser, Predictor, TileModel, TileRunner, tile_seed
-from mdseg.geo.blend import TileBlender
+from mdseg.geo.blend import BlendedBlock, TileBlender
 from mdseg.geo.grid import Grid
 from mdseg.geo.pair import RasterPair, grid_of
 from mdseg.geo.stac import map_item
@@ -120,6 +120,56 @@ def _span(length: float, block: int, limit: int) -> int:
     return min(limit, block * (1 + math.ceil((max(length, 1) - 1) / block)))
 
 
+@contextmanager
+def open_scene(
+    opt_path: str | Path, sar_path: str | Path, model: TileModel, options: PredictOptions
+) -> Iterator[tuple[RasterPair, bool]]:
+    """Open a scene's pair as `model` reads it (band counts, `options.pair_options`), with GDAL's block cache
+    bounded for the run (`gdal_cache_bytes`) unless the caller set GDAL_CACHEMAX. Yields the pair and whether
+    the cache was bounded here."""
+    with ExitStack() as stack:
+        # GDAL's default block cache (5 % of RAM) would fill with the scene's blocks; a caller's setting is kept.
+        bound_cache = not _caller_sets_gdal_cache()
+        if bound_cache:
+            stack.enter_context(rasterio.Env(GDAL_CACHEMAX=_sar_scale_cache_bytes(opt_path, sar_path)))
+        pair = stack.enter_context(
+            RasterPair(
+                opt_path,
+                sar_path,
+                opt_band_count=model.opt_band_count,
+                sar_band_count=model.sar_band_count,
+                **options.pair_options(),
+            )
+        )
+        alignment = pair.alignment()
+        if alignment["sar_reprojected"]:
+            log.info("SAR reprojected onto the optical grid (bilinear): %s", alignment["sar_grid"])
+        log.info("%s", alignment["sar_scale"]["message"])
+        if bound_cache:
+            stack.enter_context(rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(pair, options.tile)))
+        yield pair, bound_cache
+
+
+class ScenePass:
+    """One pass of a model over a scene: the tile grid of the pair's region (`options.tile`, `options.overlap`),
+    the `TileRunner` that predicts it and the `TileBlender` that blends it. `blocks` hands out the blended region
+    block by block, row-major; what a map, a confusion matrix or anything else makes of them is the caller's."""
+
+    def __init__(self, pair: RasterPair, model: TileModel, options: PredictOptions, device: str | torch.device):
+        height, width = int(pair.window.height), int(pair.window.width)
+        self.tiles = tile_grid(height, width, options.tile, options.overlap)
+        self.runner = TileRunner(pair, model, options, device)
+        self.blender = TileBlender(self.tiles, height, width, len(model.classes) + (options.samples > 1))
+
+    def blocks(self, advance: Callable[[int], None], timer: dict[str, float]) -> Iterator[BlendedBlock]:
+        """The blended blocks of the region (`BlendedBlock`: values, covered, region row and column); `advance(n)`
+        as tiles finish; the runner adds its read and predict seconds to `timer`."""
+        for batch_tiles, probs in self.runner.run(self.tiles, advance, timer):
+            for t, (values, weight) in zip(batch_tiles, probs, strict=True):
+                yield from self.blender.add(t, values, weight)
+        yield from self.blender.finish()
+
+
 def predict_scene(
     opt_path: str | Path,
     sar_path: str | Path,
@@ -173,30 +223,12 @@ def predict_scene(
         tmp["sidecar"] = atomic.reserve(out.sidecar)
         tmp["stac"] = atomic.reserve(out.stac)
         targets["stac"] = str(out.stac)
-        # GDAL's default block cache (5 % of RAM) would fill with the scene's blocks; a caller's setting is kept.
-        bound_cache = not _caller_sets_gdal_cache()
-        if bound_cache:
-            open_files.enter_context(rasterio.Env(GDAL_CACHEMAX=_sar_scale_cache_bytes(opt_path, sar_path)))
-        pair = open_files.enter_context(
-            RasterPair(
-                opt_path,
-                sar_path,
-                opt_band_count=model.opt_band_count,
-                sar_band_count=model.sar_band_count,
-                **o.pair_options(),
-            )
-        )
-        alignment = pair.alignment()
-        if alignment["sar_reprojected"]:
-            log.info("SAR reprojected onto the optical grid (bilinear): %s", alignment["sar_grid"])
-        log.info("%s", alignment["sar_scale"]["message"])
-        if bound_cache:
-            open_files.enter_context(rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(pair, o.tile)))
-        tiles = tile_grid(pair.window.height, pair.window.width, o.tile, o.overlap)
+        pair, bound_cache = open_files.enter_context(open_scene(opt_path, sar_path, model, o))
+        scene = ScenePass(pair, model, o, device)
         sink = MapSink(
             pair.grid,
             pair.window,
-            tiles[0].height,
+            scene.tiles[0].height,
             model.classes,
             model.palette,
             o.samples,
@@ -206,18 +238,13 @@ def predict_scene(
             targets=targets,
             creation_options=o.creation_options(),
         )
-        runner = TileRunner(pair, model, o, device)
-        blender = TileBlender(tiles, pair.window.height, pair.window.width, len(model.classes) + (o.samples > 1))
-        with progress_reporter(progress, len(tiles)) as advance:
-            for batch_tiles, probs in runner.run(tiles, advance, timer):
-                t0 = time.perf_counter()
-                for t, (values, weight) in zip(batch_tiles, probs, strict=True):
-                    for block in blender.add(t, values, weight):
-                        sink.write(block)
-                timer["blend_write"] += time.perf_counter() - t0
+        with progress_reporter(progress, len(scene.tiles)) as advance:
             t0 = time.perf_counter()
-            for block in blender.finish():
+            for block in scene.blocks(advance, timer):
                 sink.write(block)
+            # the rest of the pass is blending and writing
+            timer["blend_write"] = time.perf_counter() - t0 - timer["read"] - timer["predict"]
+            t0 = time.perf_counter()
             # The COG conversion reads each intermediate block once: it needs a small cache, and lowering it drops
             # the input blocks still cached.
             with rasterio.Env(GDAL_CACHEMAX=COG_GDAL_CACHE) if bound_cache else nullcontext():
@@ -243,10 +270,10 @@ def predict_scene(
             output=str(out.map),
             outputs=targets,
             classes=sink.class_table(),
-            tiles_total=len(tiles),
-            tiles_run=runner.tiles_run,
-            tiles_skipped=runner.tiles_skipped,
-            predictor_calls=runner.calls,
+            tiles_total=len(scene.tiles),
+            tiles_run=scene.runner.tiles_run,
+            tiles_skipped=scene.runner.tiles_skipped,
+            predictor_calls=scene.runner.calls,
             seconds={name: round(s, 3) for name, s in timer.items()},
             alignment=pair.alignment(),
             sidecar=str(out.sidecar),
@@ -313,6 +340,7 @@ def _versions() -> dict[str, str]:
 
 __all__ = [
     "Normaliser",
+    "ScenePass",
     "PredictOptions",
     "PredictOutputs",
     "PredictionResult",
@@ -320,6 +348,7 @@ __all__ = [
     "ProgressCallback",
     "TileModel",
     "gdal_cache_bytes",
+    "open_scene",
     "predict_scene",
     "progress_reporter",
     "tile_seed",

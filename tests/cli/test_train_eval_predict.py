@@ -105,6 +105,32 @@ def odd(tmp_path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
+def test_training_validation_and_eval_give_the_same_numbers_for_the_same_checkpoint_and_split(tmp_path):
+    """One scoring path: the mIoU training chose `best.safetensors` by is the one `mdseg eval` reports for it on
+    the same (validation) split — to the last bit, with OA and every per-class IoU."""
+    write_whu(tmp_path / "whu")
+    trained = mdseg_process(
+        "train", "--data", "whu", "--model", "tiny", "--iters", "4", "--crop", "64", "--batch-size", "2",
+        "--val-every", "2", "--workers", "0", "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    run = tmp_path / "runs" / "whu-tiny"
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    validations = [r for r in logged if "val_miou" in r]
+    assert [r["iter"] for r in validations] == [2, 4]
+    best = read_checkpoint_meta(run / "best.safetensors").provenance
+    assert best["val_miou"] is not None and best["val_miou"] == max(r["val_miou"] for r in validations)
+
+    scored = mdseg_process("eval", "--split", "val", "--json", cwd=tmp_path)
+    assert scored.returncode == 0, scored.stderr
+    result = json.loads(scored.stdout)
+    assert result["inputs"]["split"].endswith("val.txt") or result["inputs"]["split"] == "val"
+    assert result["miou"] == best["val_miou"]
+    validated = next(r for r in validations if r["iter"] == best["iteration"])
+    assert result["oa"] == validated["val_oa"]
+
+
 def test_stats_on_a_hunan_style_folder_with_other_band_counts_uses_its_files_bands(odd, mdseg):
     code, out, err = mdseg("stats", "--data", odd / "hunan4", "--json")
     assert code == 0, err

@@ -6,7 +6,8 @@ A run lives in one folder (see `mdseg.engine.runs`): `config.json` (the resolved
 - `settings`: `TrainSettings`, the recipes, merging (defaults < config file < recipe < given) and resolving;
 - `optim`: AdamW's parameter groups and the learning-rate schedule;
 - `data`: the training / validation splits, their normalisation and the training `DataLoader`;
-- `loop`: `train` — set-up in small steps, then the loop; `validation`: `validate`;
+- `loop`: `train` — set-up in small steps, then the loop; validation is `mdseg eval`'s own scoring
+  (`mdseg.engine.evaluate.evaluate` on the model in memory);
 - `state`: the resumable state; `log`: metrics.jsonl, TensorBoard, curves, progress bar; `stop`: Ctrl-C / SIGTERM.
 """
 
@@ -16,7 +17,6 @@ from mdseg.engine.train.loop import TrainResult, train
 from mdseg.engine.train.optim import learning_rate, parameter_groups
 from mdseg.engine.train.settings import RECIPES, TrainSettings, merge_settings, resolve_settings
 from mdseg.engine.train.state import load_state, save_state
-from mdseg.engine.train.validation import validate
 
 __all__ = [
     "RECIPES",
@@ -31,5 +31,4 @@ __all__ = [
     "resolve_settings",
     "save_state",
     "train",
-    "validate",
 ]

@@ -33,14 +33,15 @@ from mdseg.runtime import Ranks
 
 @dataclass(frozen=True)
 class RunData:
-    """The training split (augmented, `crop`-px crops), the validation split (None: no validation), the test split
+    """The training split (augmented, `crop`-px crops), the validation split's layout (None: no validation; scored
+    as `mdseg eval` scores it), the test split
     when there is one (recorded for `mdseg eval`, never read in training), the split drawn for a dataset without
     splits (None otherwise), where the normalisation came from (one line for the user; `stats_file` when a file),
     the training data's description and its per-band statistics (stored in the checkpoints for predict's input
     check)."""
 
     train_set: SegmentationDataset
-    val_set: SegmentationDataset | None
+    val_layout: DatasetLayout | None
     norm_source: str
     description: DatasetDescription  # the training split's, as the checkpoints store it
     test_layout: DatasetLayout | None = None
@@ -51,10 +52,6 @@ class RunData:
     @property
     def layout(self) -> DatasetLayout:
         return self.train_set.layout
-
-    @property
-    def val_layout(self) -> DatasetLayout | None:
-        return self.val_set.layout if self.val_set is not None else None
 
     def summary(self) -> str:
         """One line: the dataset, both splits' file counts and the normalisation's source."""
@@ -133,12 +130,9 @@ def load_data(settings: TrainSettings, *, resuming: bool = False) -> RunData:
     train_set = SegmentationDataset(
         layout, normalisation, augment=Augment(crop=settings.crop), sar_scale=settings.sar_scale
     )
-    val_set = (
-        SegmentationDataset(val_layout, normalisation, sar_scale=settings.sar_scale) if val_layout is not None else None
-    )
     stats_file = Path(settings.stats).resolve() if settings.stats is not None else None
     return RunData(
-        train_set, val_set, norm_source, train_set.description(), test_layout, split, stats_file, stats.input_stats()
+        train_set, val_layout, norm_source, train_set.description(), test_layout, split, stats_file, stats.input_stats()
     )
 
 

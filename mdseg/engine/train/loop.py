@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from mdseg.checkpoint import CheckpointMeta, save_checkpoint
 from mdseg.data.splits import write_split
 from mdseg.engine.accel import autocast, prepare_model
+from mdseg.engine.options import PredictOptions
 from mdseg.engine.runs import (
     CONFIG_FILE,
     CURVES_FILE,
@@ -42,10 +43,8 @@ from mdseg.engine.train.optim import learning_rate, new_optimizer, set_learning_
 from mdseg.engine.train.settings import TrainSettings, load_settings_file, resolve_settings
 from mdseg.engine.train.state import load_state, save_state
 from mdseg.engine.train.stop import StopRequest
-from mdseg.engine.train.validation import validate
 from mdseg.errors import MdsegError, OptionError
 from mdseg.io.atomic import AtomicOutputs
-from mdseg.metrics import compute_metrics
 from mdseg.runtime import Ranks, cpu_threads, distributed, resolve_device
 
 
@@ -130,12 +129,18 @@ class _Run:
         return losses
 
     def validate(self, iteration: int) -> bool:
-        """Measure the validation split after `iteration`, log it and say so; whether it is the best so far."""
+        """Score the validation split after `iteration`, log it and say so; whether it is the best so far.
+
+        The score is `mdseg eval`'s (`mdseg.engine.evaluate.evaluate`): the model in memory, with the metadata of
+        the checkpoint it would be saved as, over the validation scenes as `mdseg predict` maps them — so
+        `mdseg eval --split val` on the checkpoint saved now gives the same numbers."""
+        from mdseg.engine.checkpoint_predict import SceneModel
+        from mdseg.engine.evaluate import evaluate
+
         settings = self.settings
-        cm = validate(
-            self.model, self.data.val_set, 2 * settings.crop, settings.steps, settings.seed, self.device, settings.amp
-        )
-        metrics = compute_metrics(cm.matrix)
+        scene = SceneModel.in_memory(self.model, _checkpoint_meta(self, iteration), self.device, settings.amp)
+        options = PredictOptions(sar_scale=settings.sar_scale)
+        metrics = evaluate(scene, self.data.val_layout, options, progress=False).metrics
         self.last_miou = _finite(metrics.miou)
         self.log.log({"iter": iteration, "val_miou": self.last_miou, "val_oa": _finite(metrics.oa)})
         is_best = self.last_miou is not None and (self.best is None or self.last_miou > self.best)
@@ -155,7 +160,7 @@ class _Run:
         save_state(self.run_dir / STATE_FILE, self.model, self.optimizer, info)
         meta = _checkpoint_meta(self, iteration)
         save_checkpoint(self.run_dir / RUN_LAST, self.model, meta)
-        if is_best or self.data.val_set is None:
+        if is_best or self.data.val_layout is None:
             save_checkpoint(self.run_dir / RUN_BEST, self.model, meta)
         plot_curves(self.log.history, self.run_dir / CURVES_FILE)
 
@@ -211,7 +216,7 @@ def _loop(run: _Run, progress: bool, on_iteration: Callable[[int], None] | None)
                 # of each forward, so each rank's last update would otherwise differ in what is validated and saved
                 ranks.broadcast_tensors(run.model.buffers())
             is_best = False
-            if run.data.val_set is not None and run.due(iteration, settings.val_every):
+            if run.data.val_layout is not None and run.due(iteration, settings.val_every):
                 is_best = run.validate(iteration)
             if run.due(iteration, settings.save_every) or is_best:
                 run.save(iteration, is_best)
