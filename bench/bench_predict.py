@@ -1,7 +1,8 @@
 """Whole-scene prediction cost: throughput and overhead over the model, and peak memory against scene size.
 
-    python bench/bench_predict.py [--part all|throughput|memory] [--quick] [--repeats 2]
+    python bench/bench_predict.py [--part all|throughput|memory|faults] [--quick] [--repeats 2]
                                   [--out bench/results/bench_predict.json]
+    python bench/bench_predict.py --e2e --old-tree /tmp/e2e-old [--e2e-size 4096] [--repeats 2]
 
 Throughput: `tiny` (1024² scene) and `small` (512² scene) with random weights saved as checkpoints, run end
 to end through `SceneModel.predict` (read, reproject SAR from an offset grid, normalise, model, blend, write
@@ -27,13 +28,30 @@ peak: per-batch tensors, GDAL and torch state, and what glibc keeps of freed mem
 Read cost of that cache bound: a dense deflate pair (4 uint16 + 1 float32 bands, 512 px blocks) 2048 × 16384
 px, read with the library's bound and with GDAL_CACHEMAX set to hold two block rows full width (each block
 decoded once): seconds spent reading, peak RSS.
+
+Faults (`--part faults`): the allocator's and OpenMP's settings, each run in its own process, the settings
+alternated round by round so every one meets the same machine load: `small` over a 1024² scene (768² with
+`--quick`), minor page faults (`ru_minflt`: pages the kernel had to map and zero) and process CPU seconds per
+tile, counted from the end of the first batch (numba's kernels loaded, torch's pools started) to the last tile,
+and wall seconds per tile. Settings: `MDSEG_MALLOC=system` (glibc's defaults) against mdseg's allocator settings
+(`mdseg.alloc`); OpenMP's idle threads waiting passively (mdseg's default), spinning glibc's default 300000
+rounds, or a bounded 20000 (`GOMP_SPINCOUNT`).
+
+End to end (`--e2e`): `mdseg predict` as a user runs it (`python -m mdseg predict`, a `small` checkpoint with
+random weights, the checkpoint's tile and steps, default batch) over an `--e2e-size`² pair, this tree against an
+older one (`--old-tree`, e.g. `git worktree add /tmp/e2e-old 65b2412`), old and new alternated for `--repeats`
+rounds; seconds per megapixel (median), the children's CPU seconds and minor faults, and whether the maps are
+byte-identical.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -326,6 +344,213 @@ def read_cost_run(height: int, width: int, folder: Path) -> dict:
     }
 
 
+# (name, environment) of the settings the faults part alternates; "mdseg" is what `mdseg predict` runs with.
+FAULT_SETTINGS = (
+    ("malloc system", {"MDSEG_MALLOC": "system"}),
+    ("malloc mdseg", {}),
+)
+OMP_SETTINGS = (
+    ("omp passive", {}),
+    ("omp spin 20000", {"GOMP_SPINCOUNT": "20000"}),
+    ("omp spin 300000", {"GOMP_SPINCOUNT": "300000"}),
+)
+
+
+def usage_now() -> tuple[int, float, float]:
+    """(minor faults, process CPU seconds, wall seconds) now."""
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_minflt, u.ru_utime + u.ru_stime, time.perf_counter()
+
+
+def faults_run(preset: str, folder: Path) -> dict:
+    """One `SceneModel.predict` over the pair in `folder` in this process, under the allocator settings the
+    CLI applies (or not, with MDSEG_MALLOC=system): minor faults, CPU and wall seconds per tile after the first
+    batch, and over the whole run."""
+    import mdseg.alloc
+    from mdseg.engine.checkpoint_predict import SceneModel
+    from mdseg.engine.options import PredictOptions, PredictOutputs
+
+    applied = mdseg.alloc.configure()  # as `mdseg predict` does first thing
+    scene_model = SceneModel.load(folder / f"{preset}.safetensors", "cpu")
+    marks: list[tuple[int, tuple[int, float, float]]] = []
+
+    def progress(done: int, total: int) -> None:
+        marks.append((done, usage_now()))
+
+    start = usage_now()
+    result = scene_model.predict(
+        folder / "opt.tif",
+        folder / "sar.tif",
+        PredictOutputs(folder / f"map_{os.getpid()}.tif", overwrite=True),
+        PredictOptions(steps=STEPS),
+        progress=progress,
+    )  # fmt: skip  (the default batch, as `mdseg predict` runs)
+    end = usage_now()
+    (first_done, first), (last_done, last) = marks[0], marks[-1]
+    tiles = last_done - first_done
+    return {
+        "malloc": os.environ.get("MDSEG_MALLOC", "mdseg"),
+        "malloc_applied": bool(applied),
+        "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "tiles_total": result.tiles_total,
+        "tiles_measured": tiles,
+        "faults_per_tile": (last[0] - first[0]) / tiles,
+        "cpu_s_per_tile": (last[1] - first[1]) / tiles,
+        "wall_s_per_tile": (last[2] - first[2]) / tiles,
+        "run_faults": end[0] - start[0],
+        "run_cpu_s": end[1] - start[1],
+        "run_wall_s": end[2] - start[2],
+        "peak_rss_mib": rss_mib("VmHWM"),
+    }
+
+
+def bench_faults(quick: bool, rounds: int, settings: tuple) -> list[dict]:
+    """`rounds` rounds of one `faults_run` per setting, each in a fresh process, the settings alternated."""
+    size = 768 if quick else 1024
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        opt, sar = write_scene(folder, size)
+        opt.rename(folder / "opt.tif"), sar.rename(folder / "sar.tif")
+        save_random_checkpoint("small", folder / "small.safetensors")
+        for r in range(rounds):
+            order = settings if r % 2 == 0 else settings[::-1]
+            for name, env in order:
+                run = run_child(["--faults-one", "small", tmp], env)
+                runs.append({"setting": name, "round": r, "scene_px": size, **run})
+                line = (
+                    f"{run['faults_per_tile']:9.0f} faults, {run['cpu_s_per_tile']:6.2f} CPU s, "
+                    f"{run['wall_s_per_tile']:6.2f} s"
+                )
+                print(f"  round {r} {name:16} per tile: {line}", flush=True)
+    return runs
+
+
+def summarise_faults(runs: list[dict], settings: tuple) -> list[dict]:
+    """Per setting: medians over rounds, and ratios to the first setting (the baseline)."""
+    rows = []
+    for name, _ in settings:
+        mine = [r for r in runs if r["setting"] == name]
+        rows.append(
+            {
+                "setting": name,
+                "runs": len(mine),
+                **{k: statistics.median(r[k] for r in mine) for k in ("faults_per_tile", "cpu_s_per_tile",
+                                                                     "wall_s_per_tile", "run_cpu_s", "peak_rss_mib")},
+            }
+        )  # fmt: skip
+    base = rows[0]
+    for row in rows:
+        for k in ("faults_per_tile", "cpu_s_per_tile", "wall_s_per_tile"):
+            row[f"{k}_vs_{base['setting']}"] = base[k] / row[k] if row[k] else None
+    return rows
+
+
+def print_faults(rows: list[dict]) -> None:
+    base = rows[0]["setting"]
+    header = (
+        f"{'setting':16} {'runs':>4} {'faults/tile':>11} {'CPU s/tile':>10} {'s/tile':>7} {'run CPU s':>9} "
+        f"{'peak MiB':>8} {'fewer faults':>12} {'less CPU':>8} {'faster':>7}"
+    )
+    print(f"per tile after the first batch; medians of alternated runs; ratios: {base} / setting")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(
+            f"{r['setting']:16} {r['runs']:4} {r['faults_per_tile']:11.0f} {r['cpu_s_per_tile']:10.3f} "
+            f"{r['wall_s_per_tile']:7.3f} {r['run_cpu_s']:9.1f} {r['peak_rss_mib']:8.0f} "
+            f"{r[f'faults_per_tile_vs_{base}']:11.2f}x "
+            f"{r[f'cpu_s_per_tile_vs_{base}']:7.2f}x {r[f'wall_s_per_tile_vs_{base}']:6.2f}x"
+        )
+    print()
+
+
+def git_head(tree: Path) -> str:
+    done = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
+def e2e_run(tree: Path, folder: Path, out: Path) -> dict:
+    """`python -m mdseg predict` from source tree `tree` over the pair in `folder`: wall seconds, the child's
+    CPU seconds and minor faults, and the map's SHA-256."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "mdseg", "predict", "--opt", str(folder / "opt.tif"), "--sar", str(folder / "sar.tif"),
+         "--checkpoint", str(folder / "small.safetensors"), "--out", str(out), "--overwrite"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)}, cwd=folder,
+    )  # fmt: skip
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise RuntimeError(f"mdseg predict from {tree} failed:\n{done.stderr}")
+    return {
+        "wall_s": wall,
+        "cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+        "minor_faults": after.ru_minflt - before.ru_minflt,
+        "map_sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+    }
+
+
+def bench_e2e(old_tree: Path, size: int, rounds: int) -> dict:
+    """Old tree against this one, end to end through the CLI, alternated for `rounds` rounds."""
+    new_tree = Path(__file__).resolve().parents[1]
+    trees = {"old": old_tree.resolve(), "new": new_tree}
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        opt, sar = write_scene(folder, size)
+        opt.rename(folder / "opt.tif"), sar.rename(folder / "sar.tif")
+        save_random_checkpoint("small", folder / "small.safetensors")
+        for r in range(rounds):
+            for side in ("old", "new") if r % 2 == 0 else ("new", "old"):
+                run = e2e_run(trees[side], folder, folder / f"map_{side}.tif")
+                runs.append({"side": side, "round": r, **run})
+                print(f"  round {r} {side}: {run['wall_s']:7.1f} s, CPU {run['cpu_s']:7.1f} s, "
+                      f"{run['minor_faults']} minor faults", flush=True)  # fmt: skip
+    megapixels = size * size / 1e6
+    sides = {}
+    for side, tree in trees.items():
+        mine = [r for r in runs if r["side"] == side]
+        sides[side] = {
+            "tree": str(tree),
+            "commit": git_head(tree),
+            "s_per_megapixel": statistics.median(r["wall_s"] for r in mine) / megapixels,
+            "cpu_s_per_megapixel": statistics.median(r["cpu_s"] for r in mine) / megapixels,
+            "minor_faults": statistics.median(r["minor_faults"] for r in mine),
+        }
+    hashes = {side: {r["map_sha256"] for r in runs if r["side"] == side} for side in trees}
+    return {
+        "scene_px": size,
+        "preset": "small",
+        "threads": torch.get_num_threads(),
+        "rounds": rounds,
+        "runs": runs,
+        "sides": sides,
+        "speedup": sides["old"]["s_per_megapixel"] / sides["new"]["s_per_megapixel"],
+        "cpu_ratio": sides["old"]["cpu_s_per_megapixel"] / sides["new"]["cpu_s_per_megapixel"],
+        "faults_ratio": sides["old"]["minor_faults"] / sides["new"]["minor_faults"],
+        "maps_identical": len(hashes["old"] | hashes["new"]) == 1,
+    }
+
+
+def print_e2e(e2e: dict) -> None:
+    print(f"end to end: mdseg predict, small, {e2e['scene_px']}² px, {e2e['threads']} threads, "
+          f"medians of {e2e['rounds']} alternated rounds")  # fmt: skip
+    header = f"{'side':4} {'commit':>9} {'s/Mpx':>7} {'CPU s/Mpx':>9} {'minor faults':>12}"
+    print(header)
+    print("-" * len(header))
+    for side, s in e2e["sides"].items():
+        print(
+            f"{side:4} {s['commit']:>9} {s['s_per_megapixel']:7.2f} {s['cpu_s_per_megapixel']:9.2f} "
+            f"{s['minor_faults']:12.0f}"
+        )
+    print(f"old / new: {e2e['speedup']:.2f}x s/Mpx, {e2e['cpu_ratio']:.2f}x CPU, {e2e['faults_ratio']:.1f}x faults; "
+          f"maps byte-identical: {e2e['maps_identical']}")  # fmt: skip
+    print()
+
+
 def print_throughput(throughput: list[dict]) -> None:
     header = (
         f"{'preset':7} {'scene':>6} {'tiles':>5} {'e2e s':>7} {'model s':>8} {'MP/s':>6} {'model MP/s':>10} "
@@ -438,12 +663,20 @@ def bench_memory(quick: bool) -> tuple[list[dict], list[dict]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("all", "throughput", "memory"), default="all", help="what to measure")
+    parser.add_argument(
+        "--part", choices=("all", "throughput", "memory", "faults"), default="all", help="what to measure"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="smaller scenes (512² tiny, 256² small; memory up to 4096²)"
     )
     parser.add_argument("--repeats", type=int, default=2, help="runs of each side; the fastest counts")
     parser.add_argument("--out", type=Path, default=Path("bench/results/bench_predict.json"))
+    parser.add_argument("--omp", action="store_true", help="faults part: compare OpenMP wait settings too")
+    parser.add_argument("--e2e", action="store_true", help="end to end against --old-tree (own JSON file)")
+    parser.add_argument("--old-tree", type=Path, help="source tree of the old code (a git worktree)")
+    parser.add_argument("--e2e-size", type=int, default=4096, help="scene side in px for --e2e")
+    # Internal: one faults run (preset, folder) in this process, JSON out.
+    parser.add_argument("--faults-one", nargs=2, help=argparse.SUPPRESS)
     # Internal: one memory run (height, width) or read-cost run (height, width, folder) in this process, JSON out.
     parser.add_argument("--memory-one", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--read-one", nargs=3, help=argparse.SUPPRESS)
@@ -455,7 +688,20 @@ def main() -> None:
         height, width, folder = args.read_one
         print(json.dumps(read_cost_run(int(height), int(width), Path(folder))))
         return
-    throughput, memory, read_cost = [], [], []
+    if args.faults_one:
+        print(json.dumps(faults_run(args.faults_one[0], Path(args.faults_one[1]))))
+        return
+    if args.e2e:
+        if args.old_tree is None:
+            parser.error("--e2e needs --old-tree")
+        e2e = bench_e2e(args.old_tree, args.e2e_size, args.repeats)
+        print_e2e(e2e)
+        out = args.out.with_name("bench_predict_e2e.json") if args.out.name == "bench_predict.json" else args.out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(e2e, indent=1))
+        print(f"wrote {out}")
+        return
+    throughput, memory, read_cost, faults, fault_runs = [], [], [], [], []
     if args.part in ("all", "throughput"):
         scenes = {"tiny": 512, "small": 256} if args.quick else {"tiny": 1024, "small": 512}
         with tempfile.TemporaryDirectory() as tmp:
@@ -463,15 +709,28 @@ def main() -> None:
                 throughput.append(bench_throughput(preset, size, args.repeats, Path(tmp)))
     if args.part in ("all", "memory"):
         memory, read_cost = bench_memory(args.quick)
+    if args.part in ("all", "faults"):
+        settings = FAULT_SETTINGS + (OMP_SETTINGS[1:] if args.omp else ())
+        fault_runs = bench_faults(args.quick, args.repeats, settings)
+        faults = summarise_faults(fault_runs, settings)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU float32, tile {TILE}, overlap {OVERLAP}, "
           f"batch {BATCH}, steps {STEPS}, SAR warped from a 3 m-shifted grid")  # fmt: skip
     if throughput:
         print_throughput(throughput)
     if memory:
         print_memory(memory, read_cost)
+    if faults:
+        print_faults(faults)
     checks = targets(throughput, memory)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    results = {"part": args.part, "throughput": throughput, "memory": memory, "read_cost": read_cost}
+    results = {
+        "part": args.part,
+        "throughput": throughput,
+        "memory": memory,
+        "read_cost": read_cost,
+        "faults": faults,
+        "fault_runs": fault_runs,
+    }
     args.out.write_text(json.dumps({**results, "targets": checks}, indent=1))
     print(f"wrote {args.out}")
 

@@ -22,6 +22,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from mdseg import alloc
 from mdseg.cli import evaluate, import_weights, info, predict, quicklook, stats, synth, train
 from mdseg.cli.console import configure_logging, err_console, reset_logging
 from mdseg.errors import Interrupted, MdsegError
@@ -87,6 +88,7 @@ def main() -> None:
     """Console-script entry point: every error is one line on stderr, its exit status saying which kind
     (`EXIT_STATUSES`): usage errors 2, `MdsegError` its class's `exit_status` (3; 2 for an option; 4 for a batch);
     `--help` and no arguments print the help."""
+    alloc.configure()  # before any tile's memory: glibc keeps freed blocks for reuse (`mdseg.alloc`)
     try:
         with stop_signals():
             # One name in help and messages, however started (`python -m mdseg` too).
