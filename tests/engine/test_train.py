@@ -290,3 +290,16 @@ def test_a_resumed_run_keeps_its_split_and_checkpoints_name_no_absolute_path(tmp
     assert str(tmp_path) not in text
     assert (run / meta.provenance["test"]["data"]).resolve() == root.resolve()
     assert meta.provenance["run"] == "whu" and meta.provenance["settings"]["data"] == "../../whu"
+
+
+def test_crops_larger_than_every_scene_shrink_to_the_smallest_scene(tmp_path):
+    """100-px scenes and the default 256-px crop: the run trains (and its checkpoint predicts) 96-px crops, a
+    multiple of 32, rather than crops three-quarters padding; a crop the scenes can hold is kept."""
+    data = write_blob_dataset(tmp_path / "small", {"train": 2, "val": 1}, size=100)
+    run = tmp_path / "run"
+    settings = TrainSettings(data=str(data), out=str(run), iters=1, batch_size=2, workers=0, steps=1)
+    result = train(settings, progress=False)
+    assert json.loads((run / "config.json").read_text())["crop"] == 96
+    _, meta = load_checkpoint(result.last_checkpoint, CPU)
+    assert meta.tile == 96
+    assert load_data(TrainSettings(data=str(data), crop=64)).crop == 64

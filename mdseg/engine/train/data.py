@@ -48,6 +48,7 @@ class RunData:
     split: DatasetSplit | None = None
     stats_file: Path | None = None
     input_stats: InputStats | None = None
+    crop: int | None = None  # the crop the run trains with (`fitted_crop`)
 
     @property
     def layout(self) -> DatasetLayout:
@@ -127,13 +128,34 @@ def load_data(settings: TrainSettings, *, resuming: bool = False) -> RunData:
     normalisation, norm_source, stats = _normalisation(settings, layout)
     if stats is None:  # normalisation from elsewhere: one decimated read per training file is enough here
         stats = band_stats(layout, sar_scale=settings.sar_scale, side=SAMPLE_SIDE)
-    train_set = SegmentationDataset(
-        layout, normalisation, augment=Augment(crop=settings.crop), sar_scale=settings.sar_scale
-    )
+    crop = fitted_crop(settings.crop, layout)
+    train_set = SegmentationDataset(layout, normalisation, augment=Augment(crop=crop), sar_scale=settings.sar_scale)
     stats_file = Path(settings.stats).resolve() if settings.stats is not None else None
     return RunData(
-        train_set, val_layout, norm_source, train_set.description(), test_layout, split, stats_file, stats.input_stats()
+        train_set,
+        val_layout,
+        norm_source,
+        train_set.description(),
+        test_layout,
+        split,
+        stats_file,
+        stats.input_stats(),
+        crop,
     )
+
+
+# Crop sides are multiples of this: the backbone downsamples by 32.
+CROP_MULTIPLE = 32
+
+
+def fitted_crop(crop: int, layout: DatasetLayout) -> int:
+    """`crop`, or, when the smallest training scene is smaller than that, the scene's side rounded down to a
+    multiple of `CROP_MULTIPLE` (at least one multiple): a crop larger than every scene would train mostly on
+    padding, and the checkpoint's predict tile (its crop) would be larger than the scenes it came from."""
+    side = min(min(s.height, s.width) for s in layout.samples)
+    if side >= crop:
+        return crop
+    return max(CROP_MULTIPLE, side // CROP_MULTIPLE * CROP_MULTIPLE)
 
 
 def training_loader(

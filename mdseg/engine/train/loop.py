@@ -253,6 +253,9 @@ def _set_up(
     settings, run_dir = _settings_and_folder(settings, resume, ranks, device)
     data = load_data(settings, resuming=resume is not None)
     note(data.summary())
+    if data.crop is not None and data.crop != settings.crop:
+        note(f"crops {data.crop} px instead of {settings.crop}: the smallest training scene is smaller than that")
+        settings = replace(settings, crop=data.crop)
     if data.split is not None:
         note(f"{data.split.summary()}; lists in {run_dir / SPLITS_DIR}")
     note(
