@@ -45,6 +45,13 @@ def train(
     compile_: Annotated[
         bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model [no].")
     ] = None,
+    checkpoint_activations: Annotated[
+        bool | None,
+        typer.Option(
+            "--checkpoint-activations/--no-checkpoint-activations",
+            help="Recompute block activations in backward instead of keeping them: less memory, slower steps [no].",
+        ),
+    ] = None,
     seed: opt_.Seed = None,
     val_every: Annotated[
         int | None, typer.Option("--val-every", help="Iterations between validations [10 % of --iters, at least 1].")

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from mdseg.config import ModelConfig
 from mdseg.errors import MdsegError
+from mdseg.models.checkpointing import run_block
 from mdseg.models.encoder import Downsample, Stem, VSSBlock, init_weights
 from mdseg.models.fusion import DCF, DSS4, FusionBlock
 
@@ -36,7 +37,11 @@ class FusedStage(nn.Module):
 
     The fusion output is added back to the encoder output (o = fused + o, on top of the fusion blocks' own
     residuals, as the release). Returns both streams (B, H, W, d) and the feature LN_opt(a) + LN_sar(b).
+    With `checkpoint_activations` set, training recomputes each block's activations in backward instead of
+    keeping them (see `mdseg.models.checkpointing`).
     """
+
+    checkpoint_activations = False
 
     def __init__(self, config: ModelConfig, index: int, rates: dict[str, list[list[float]]]) -> None:
         super().__init__()
@@ -56,13 +61,14 @@ class FusedStage(nn.Module):
     def forward(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if self.down_opt is not None:
             a, b = self.down_opt(a), self.down_sar(b)
+        ckpt = self.checkpoint_activations
         for block in self.blocks_opt:
-            a = block(a)
+            a = run_block(block, ckpt, a)
         for block in self.blocks_sar:
-            b = block(b)
+            b = run_block(block, ckpt, b)
         fa, fb = a, b
         for block in (*self.dcf, *self.dss4):
-            fa, fb = block(fa, fb)
+            fa, fb = run_block(block, ckpt, fa, fb)
         a, b = fa + a, fb + b
         feature = self.out_norm_opt(a) + self.out_norm_sar(b)
         return a, b, feature.permute(0, 3, 1, 2).contiguous()

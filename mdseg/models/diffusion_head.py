@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from mdseg.config import ModelConfig
 from mdseg.errors import MdsegError
+from mdseg.models.checkpointing import run_block
 from mdseg.models.deformable_attention import DeformableAttention, reference_points
 
 IGNORE_INDEX = 255
@@ -114,7 +115,13 @@ class DenoiserLayer(nn.Module):
 
 
 class Denoiser(nn.Module):
-    """Time-conditioned deformable-attention encoder on the stride-4 map, then a 1×1 classifier."""
+    """Time-conditioned deformable-attention encoder on the stride-4 map, then a 1×1 classifier.
+
+    With `checkpoint_activations` set, training recomputes each layer's activations in backward instead of
+    keeping them (see `mdseg.models.checkpointing`).
+    """
+
+    checkpoint_activations = False
 
     def __init__(self, config: ModelConfig, time_dim: int) -> None:
         super().__init__()
@@ -145,7 +152,7 @@ class Denoiser(nn.Module):
         pos, reference = self.positions(x) if positions is None else positions
         tokens = x.flatten(2).transpose(1, 2)  # (B, h·w, C), row-major
         for layer in self.layers:
-            tokens = layer(tokens, pos, reference, (height, width), time)
+            tokens = run_block(layer, self.checkpoint_activations, tokens, pos, reference, (height, width), time)
         # the 1×1 classifier as a product on the tokens: the small (B, h·w, K) result is what gets transposed
         logits = F.linear(tokens, self.classifier.weight.flatten(1), self.classifier.bias)
         return logits.transpose(1, 2).reshape(batch, -1, height, width)

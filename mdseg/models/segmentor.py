@@ -11,11 +11,13 @@ from torch import Tensor, nn
 
 from mdseg.config import ModelConfig, preset
 from mdseg.errors import MdsegError
-from mdseg.models.backbone import FusedBackbone
+from mdseg.models.backbone import FusedBackbone, FusedStage
+from mdseg.models.checkpointing import run_block
 from mdseg.models.diffusion_head import (
     IGNORE_INDEX,
     T_MAX,
     AuxHead,
+    Denoiser,
     DiffusionHead,
     pixel_accuracy,
     segmentation_loss,
@@ -82,6 +84,8 @@ class MambaDiffusionSeg(nn.Module):
     Any H and W: inputs are reflect-padded to a multiple of the backbone stride (32) and outputs cropped.
     """
 
+    checkpoint_activations = False  # the neck's; see `set_activation_checkpointing`
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         check_head_config(config)
@@ -91,10 +95,23 @@ class MambaDiffusionSeg(nn.Module):
         self.head = DiffusionHead(config)
         self.aux_head = AuxHead(config)
 
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        """Recompute the activations of every backbone block (VSS, DCF, DS-S4), the neck and every denoiser
+        layer in backward instead of keeping them, when training with autograd (`mdseg train
+        --checkpoint-activations`).
+
+        Less memory (one block's activations at a time), one more forward of those blocks per step. Weights,
+        outputs and gradients are unchanged; eval mode and no_grad (predict, validation) never recompute.
+        """
+        for module in self.modules():
+            if isinstance(module, MambaDiffusionSeg | FusedStage | Denoiser):
+                module.checkpoint_activations = enabled
+
     def extract_features(self, opt: Tensor, sar: Tensor) -> Tensor:
         """Backbone + neck on the padded inputs → (B, neck_channels, ⌈H/32⌉·8, ⌈W/32⌉·8) at stride 4."""
         stride = self.backbone.stride
-        return self.neck(self.backbone(pad_to_multiple(opt, stride), pad_to_multiple(sar, stride)))
+        features = self.backbone(pad_to_multiple(opt, stride), pad_to_multiple(sar, stride))
+        return run_block(self.neck, self.checkpoint_activations, features)
 
     def forward(self, opt: Tensor, sar: Tensor, label: Tensor) -> dict[str, Tensor]:
         """The training forward (so DistributedDataParallel sees it): see `forward_train`."""

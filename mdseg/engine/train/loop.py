@@ -337,12 +337,14 @@ def _agree_on_run_dir(settings: TrainSettings, ranks: Ranks) -> Path:
 
 def _new_model(settings: TrainSettings, data: RunData, device: torch.device) -> nn.Module:
     """The settings' preset for the data's bands and classes, seeded so every rank starts from the same weights
-    (DDP also broadcasts rank 0's), prepared for the device (channels-last on CUDA, compiled when asked)."""
+    (DDP also broadcasts rank 0's), checkpointing activations when asked, prepared for the device (channels-last
+    on CUDA, compiled when asked)."""
     from mdseg.models.segmentor import build_model
 
     layout = data.layout
     torch.manual_seed(settings.seed)
     model = build_model(settings.model, len(layout.opt_bands), len(layout.sar_bands), len(layout.classes.names))
+    model.set_activation_checkpointing(settings.checkpoint_activations)
     model = model.to(device)
     prepare_model(model, device, compile=settings.compile)
     return model

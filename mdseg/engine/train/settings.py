@@ -50,7 +50,8 @@ class TrainSettings:
     drawn for a dataset without splits (seed default: `seed`; see `mdseg.data.splits`); `steps`: DDIM steps
     for validation and the checkpoint's default; `sar_scale`: the SAR files' scale (auto, db or linear);
     `stats`: a JSON file from `mdseg stats --json` with the normalisation (else the dataset's published
-    constants, else computed on the training split).
+    constants, else computed on the training split); `checkpoint_activations`: recompute the backbone blocks'
+    and denoiser layers' activations in backward instead of keeping them (less memory, more time per step).
     """
 
     data: str
@@ -65,6 +66,7 @@ class TrainSettings:
     grad_clip: float = 1.0
     amp: str = "off"
     compile: bool = False
+    checkpoint_activations: bool = False
     seed: int = 0
     val_every: int | None = None
     save_every: int | None = None
