@@ -105,10 +105,18 @@ Steps = Annotated[
     int | None, typer.Option("--steps", min=1, help="DDIM sampling steps. Default: the checkpoint's (usually 3).")
 ]
 Seed = Annotated[int | None, typer.Option("--seed", min=0, help="Seed: same inputs + seed → identical result [0].")]
-Tile = Annotated[int | None, typer.Option("--tile", min=32, help="Tile size in px. Default: the checkpoint's.")]
+Tile = Annotated[
+    int | None,
+    typer.Option(
+        "--tile",
+        min=32,
+        help="Tile size in px. Default: twice the checkpoint's training tile at its inference scale, plus the "
+        "overlap (544 for the demo weights, 288 for the authors' release).",
+    ),
+]
 Overlap = Annotated[
     int | None,
-    typer.Option("--overlap", min=0, help="Minimum tile overlap in px. Default: 64, or tile/4 if smaller."),
+    typer.Option("--overlap", min=0, help="Minimum tile overlap in px. Default: 32, or tile/4 if smaller."),
 ]
 TileBatch = Annotated[
     int | None, typer.Option("--batch-size", min=1, help="Tiles per model call (does not change the result) [8].")

@@ -125,9 +125,11 @@ class SceneModel:
         }
 
     def sampling(self, options: PredictOptions | None = None) -> PredictOptions:
-        """`options` with None replaced by this checkpoint's defaults: its DDIM steps, its tile size (px), and an
-        overlap of 64 px or a quarter of the tile when that is smaller."""
-        return (options or PredictOptions()).with_defaults(steps=self.meta.steps, tile=self.meta.tile)
+        """`options` with None replaced by this checkpoint's defaults: its DDIM steps, the tile `default_tile`
+        makes of its training tile and inference scale (544 px for the demo weights, 288 px for the release's
+        256 px at 2×), and an overlap of 32 px or a quarter of the tile when that is smaller."""
+        meta = self.meta
+        return (options or PredictOptions()).with_defaults(meta.steps, meta.tile, meta.inference_scale)
 
     def tile_model(self) -> TileModel:
         """This checkpoint as `predict_scene` runs it: its predictor, classes, palette, band counts,

@@ -17,10 +17,13 @@ from mdseg.geo.pair import Align
 from mdseg.geo.sar import SarScale
 from mdseg.geo.writer import creation_options
 
-# Defaults for a run without a checkpoint to take them from (`predict_scene` with a bare predictor).
-DEFAULT_STEPS = 3
-DEFAULT_TILE = 256
-DEFAULT_OVERLAP = 64  # px; tiles smaller than 4 × this overlap by a quarter of their size instead
+# Default tiling, chosen by `bench/bench_seams.py` (see `default_tile`): for the demo weights 544 px tiles
+# overlapping by 32 px, so the model processes 1.13–1.18× a 1000² to 10000² scene's pixels (256 px tiles
+# overlapping by 64: 1.56–1.89×) at the same seconds per pixel, with no more neighbour contrast across tile edges
+# than inside tiles.
+DEFAULT_OVERLAP = 32  # px; tiles smaller than 4 × this overlap by a quarter of their size instead
+MAX_STRIDE = 1024  # model px between default tile starts: bounds a batch's memory for large training tiles
+DEFAULT_STEPS = 3  # for a run without a checkpoint to take them from (`predict_scene` with a bare predictor)
 SAR_SCALES: tuple[str, ...] = get_args(SarScale)
 ALIGNS: tuple[str, ...] = get_args(Align)
 
@@ -30,8 +33,8 @@ class PredictOptions:
     """How to predict a scene; None means "the checkpoint's" (or the module defaults without one).
 
     `steps`: DDIM sampling steps; `samples`: diffusion draws averaged per tile (> 1 adds a disagreement band);
-    `seed`: noise seed (same inputs + seed → identical map); `tile`: tile side in px; `overlap`: minimum tile
-    overlap in px (default 64, or a quarter of the tile when that is smaller); `batch_size`: tiles per model
+    `seed`: noise seed (same inputs + seed → identical map); `tile`: tile side in px (default `default_tile`);
+    `overlap`: minimum tile overlap in px (default 32, or tile / 4 if smaller); `batch_size`: tiles per model
     call (does not change the result); `opt_bands` / `sar_bands`: 1-based bands in the model's order (None:
     all); `sar_scale`: SAR values on disk are "auto" (detected), "db" or "linear"; `align`: SAR on another grid
     is "reproject"ed onto the optical grid or refused ("strict"); `opt_nodata` / `sar_nodata`: nodata values
@@ -75,11 +78,14 @@ class PredictOptions:
             raise TypeError(f"no value for the prediction options {missing}")
         return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
-    def with_defaults(self, steps: int = DEFAULT_STEPS, tile: int = DEFAULT_TILE) -> PredictOptions:
-        """These options with `steps`, `tile` and `overlap` filled in where None (`steps` and `tile`: the
-        checkpoint's; `overlap`: 64 px, or a quarter of the tile when that is smaller)."""
+    def with_defaults(
+        self, steps: int = DEFAULT_STEPS, trained_tile: int = 256, inference_scale: float = 1.0
+    ) -> PredictOptions:
+        """These options with `steps`, `tile` and `overlap` filled in where None: `steps` (the checkpoint's), the
+        tile `default_tile(trained_tile, inference_scale)` (the checkpoint's tile and scale; without a checkpoint
+        544 px), and an overlap of 32 px, or a quarter of the tile when that is smaller."""
         steps = self.steps if self.steps is not None else steps
-        tile = self.tile if self.tile is not None else tile
+        tile = self.tile if self.tile is not None else default_tile(trained_tile, inference_scale)
         overlap = self.overlap if self.overlap is not None else min(DEFAULT_OVERLAP, tile // 4)
         return replace(self, steps=steps, tile=tile, overlap=overlap)
 
@@ -98,6 +104,21 @@ class PredictOptions:
     def creation_options(self) -> dict[str, str]:
         """`co` as GDAL creation options by name."""
         return creation_options(self.co)
+
+
+def default_tile(trained_tile: int, inference_scale: float = 1.0) -> int:
+    """The tile side (px of the scene) a checkpoint predicts with by default, from its training tile
+    `trained_tile` (px of the model's input) and its `inference_scale`.
+
+    Tiles start twice the training tile apart in the model's pixels (at most `MAX_STRIDE`, at least the training
+    tile), `stride / inference_scale` px of the scene, and overlap by `DEFAULT_OVERLAP`; never smaller than
+    `trained_tile`. The Mamba model's time per pixel does not grow with the tile, so a larger tile saves the
+    overlap's recomputation; tying it to the training tile keeps the model within twice the context it learnt
+    and a batch of tiles within about 4.5 × the memory of training-size tiles. The demo weights (256 px, 1×):
+    544 px; the authors' release (256 px, 2×): 288 px, 576² model inputs.
+    """
+    stride = max(trained_tile, min(2 * trained_tile, MAX_STRIDE))
+    return max(trained_tile, round(stride / inference_scale) + DEFAULT_OVERLAP)
 
 
 def _check(o: PredictOptions) -> None:

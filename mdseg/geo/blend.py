@@ -1,4 +1,5 @@
-"""Weighted blending of overlapping tile predictions, finished block by block as the tiles advance."""
+"""Weighted blending of overlapping tile predictions, finished block by block as the tiles advance, and how
+visible the tile edges stay in the blended result (`seam_stats`)."""
 
 from __future__ import annotations
 
@@ -126,3 +127,93 @@ class TileBlender:
         block = BlendedBlock(row=self._ys[r], col=self._done, values=values, covered=covered)
         self._done = end
         return block
+
+
+@dataclass(frozen=True)
+class SeamStats:
+    """How much adjacent pixels of a blended map differ across inner tile edges against inside single tiles.
+
+    Pairs are adjacent pixels (left–right and top–bottom), both covered. Edge pairs lie either side of an inner
+    tile edge (where one tile's pixels end or begin); interior pairs lie where exactly one tile covers both
+    pixels along their axis (outside every overlap). `*_disagreement`: fraction of pairs whose classes (argmax)
+    differ; `*_jump`: mean total-variation distance ½·Σ|p − q| of their probabilities (0–1). A seam shows as
+    edge statistics above the interior ones (ratios above 1).
+    """
+
+    edge_pairs: int
+    interior_pairs: int
+    edge_disagreement: float
+    interior_disagreement: float
+    edge_jump: float
+    interior_jump: float
+
+    @property
+    def disagreement_ratio(self) -> float:
+        """Edge over interior class disagreement (inf when the interior has none but the edges do)."""
+        return _ratio(self.edge_disagreement, self.interior_disagreement)
+
+    @property
+    def jump_ratio(self) -> float:
+        """Edge over interior probability jump."""
+        return _ratio(self.edge_jump, self.interior_jump)
+
+
+def seam_stats(values: np.ndarray, covered: np.ndarray, tiles: Sequence[Tile]) -> SeamStats:
+    """`SeamStats` of blended class probabilities `values` (K, H, W) over the (H, W) region that `tiles` (a
+    `tile_grid` of it) covered; `covered` (H, W) bool marks the pixels to count (e.g. `BlendedBlock.covered`)."""
+    _, height, width = values.shape
+    classes = values.argmax(axis=0)
+    sums = np.zeros((2, 3), dtype=np.float64)  # (edge, interior) × (pairs, disagreements, jumps)
+    for axis, length, starts, size in (
+        (1, height, sorted({t.y for t in tiles}), tiles[0].height),
+        (2, width, sorted({t.x for t in tiles}), tiles[0].width),
+    ):
+        if length < 2:
+            continue
+        edge, interior = _pair_kinds(length, starts, size)
+        a, b = _neighbours(axis, length)
+        ok = covered[a[1:]] & covered[b[1:]]
+        jump = 0.5 * np.abs(values[a] - values[b]).sum(axis=0)
+        differ = classes[a[1:]] != classes[b[1:]]
+        # Per pair index along the axis: how many pairs, disagreements and the summed jump (over the other axis).
+        other = 1 if axis == 1 else 0
+        per = np.stack([ok.sum(axis=other), (differ & ok).sum(axis=other), np.where(ok, jump, 0).sum(axis=other)])
+        sums[0] += per[:, edge].sum(axis=1)
+        sums[1] += per[:, interior].sum(axis=1)
+    (ne, de, je), (ni, di, ji) = sums
+    return SeamStats(
+        edge_pairs=int(ne),
+        interior_pairs=int(ni),
+        edge_disagreement=float(de / ne) if ne else 0.0,
+        interior_disagreement=float(di / ni) if ni else 0.0,
+        edge_jump=float(je / ne) if ne else 0.0,
+        interior_jump=float(ji / ni) if ni else 0.0,
+    )
+
+
+def _pair_kinds(length: int, starts: Sequence[int], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Masks over the pairs (i, i + 1) of an axis: which straddle an inner tile edge, which one tile covers."""
+    cover = np.zeros(length + 1, dtype=np.int64)
+    edges = set()
+    for s in starts:
+        cover[s] += 1
+        cover[min(s + size, length)] -= 1
+        edges.update(e for e in (s, s + size) if 0 < e < length)
+    count = np.cumsum(cover)[:length]
+    edge = np.zeros(length - 1, dtype=bool)
+    edge[[e - 1 for e in edges]] = True
+    interior = (count[:-1] == 1) & (count[1:] == 1) & ~edge
+    return edge, interior
+
+
+def _neighbours(axis: int, length: int) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Index tuples for the first and second pixel of each adjacent pair along `axis` of a (K, H, W) array."""
+    first, second = [slice(None)] * 3, [slice(None)] * 3
+    first[axis], second[axis] = slice(0, length - 1), slice(1, length)
+    return tuple(first), tuple(second)
+
+
+def _ratio(edge: float, interior: float) -> float:
+    if interior > 0:
+        return edge / interior
+    return 1.0 if edge == 0 else float("inf")
