@@ -14,7 +14,7 @@ import platform
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -151,12 +151,14 @@ def open_scene(
 
 
 class ScenePass:
-    """One pass of a model over a scene: the tile grid of the pair's region (`options.tile`, `options.overlap`),
-    the `TileRunner` that predicts it and the `TileBlender` that blends it. `blocks` hands out the blended region
-    block by block, row-major; what a map, a confusion matrix or anything else makes of them is the caller's."""
+    """One pass of a model over a scene: the tile grid of the pair's region (`options.tile`, `options.overlap`;
+    `options` as run: see `fit_tile`), the `TileRunner` that predicts it and the `TileBlender` that blends it.
+    `blocks` hands out the blended region block by block, row-major; what a map, a confusion matrix or anything
+    else makes of them is the caller's."""
 
     def __init__(self, pair: RasterPair, model: TileModel, options: PredictOptions, device: str | torch.device):
         height, width = int(pair.window.height), int(pair.window.width)
+        self.options = options = fit_tile(options, height, width)
         self.tiles = tile_grid(height, width, options.tile, options.overlap)
         self.runner = TileRunner(pair, model, options, device)
         self.blender = TileBlender(self.tiles, height, width, len(model.classes) + (options.samples > 1))
@@ -168,6 +170,21 @@ class ScenePass:
             for t, (values, weight) in zip(batch_tiles, probs, strict=True):
                 yield from self.blender.add(t, values, weight)
         yield from self.blender.finish()
+
+
+# Tile sides fitted to a small scene are multiples of this (the backbone downsamples by 32).
+TILE_MULTIPLE = 32
+
+
+def fit_tile(options: PredictOptions, height: int, width: int) -> PredictOptions:
+    """`options` for a region of `height` × `width` px: unchanged, or — when the region fits inside one tile —
+    with the tile shrunk to the region's longer side rounded up to a multiple of `TILE_MULTIPLE` (the overlap to
+    at most a quarter of it). A tile is mirrored up to its full size, so a 256² scene in a 544-px tile would
+    cost 4.5× its pixels for nothing."""
+    side = -(-max(height, width) // TILE_MULTIPLE) * TILE_MULTIPLE
+    if side >= options.tile:
+        return options
+    return replace(options, tile=side, overlap=min(options.overlap, side // 4))
 
 
 def predict_scene(
@@ -265,7 +282,7 @@ def predict_scene(
             timer["vector"] = time.perf_counter() - t0
         timer["total"] = time.perf_counter() - started
         # The record holds the options as run: defaults filled in, bands as selected.
-        record = {**o.to_dict(), "opt_bands": pair.opt_bands, "sar_bands": pair.sar_bands}
+        record = {**scene.options.to_dict(), "opt_bands": pair.opt_bands, "sar_bands": pair.sar_bands}
         result = PredictionResult(
             output=str(out.map),
             outputs=targets,
@@ -347,6 +364,7 @@ __all__ = [
     "Predictor",
     "ProgressCallback",
     "TileModel",
+    "fit_tile",
     "gdal_cache_bytes",
     "open_scene",
     "predict_scene",

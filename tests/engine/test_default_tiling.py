@@ -131,3 +131,29 @@ def test_tiles_without_overlap_leave_a_seam_the_metric_sees(smooth_scene):
     # The control: the same tiles abutting; if this passed unnoticed, the test above would prove nothing.
     disagreement, jump = seam_excess(smooth_scene, PredictOptions(overlap=0))
     assert disagreement > 1.5 and jump > 1.5, (disagreement, jump)
+
+
+@pytest.mark.parametrize(("height", "width", "tile"), [(100, 100, 128), (256, 256, 256), (96, 300, 320)])
+def test_a_scene_inside_one_tile_is_predicted_with_a_tile_its_own_size(height, width, tile):
+    """A tile is mirrored up to its full side: a 256² scene in a 544-px default tile would cost 4.5× its pixels.
+    The tile shrinks to the scene's longer side in multiples of 32; larger scenes keep the default."""
+    from mdseg.engine.predict import fit_tile
+
+    options = PredictOptions().with_defaults()
+    fitted = fit_tile(options, height, width)
+    assert (fitted.tile, fitted.overlap) == (tile, min(options.overlap, tile // 4))
+    assert fit_tile(options, 600, 600) == options
+
+
+@pytest.mark.skipif(not DEMO_CHECKPOINT.is_file(), reason="this install has no demo weights")
+def test_a_small_scene_records_the_tile_it_ran_with(tmp_path):
+    from data_rasters import write_pair_folders
+
+    from mdseg.engine.checkpoint_predict import SceneModel
+
+    write_pair_folders(tmp_path, ("opt", "sar", "label"), ["a"], size=(100, 100), seed=1)
+    model = SceneModel.load(None, device="cpu")
+    result = model.predict(tmp_path / "opt" / "a.tif", tmp_path / "sar" / "a.tif", tmp_path / "map.tif", progress=False)
+    assert (result.options["tile"], result.tiles_total) == (128, 1)
+    with rasterio.open(tmp_path / "map.tif") as src:
+        assert (src.read(1) != 255).all()
