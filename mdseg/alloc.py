@@ -4,10 +4,11 @@ Each tile allocates and frees the same few hundred MiB of tensors and arrays. Wi
 128 KiB (a threshold that adapts up to 32 MiB) are mapped fresh from the kernel and unmapped on free, and the
 heap's top is given back once 128 KiB of it are free, so every tile touches new pages the kernel must fault in
 and zero: a quarter of `mdseg predict`'s CPU time was the kernel clearing pages. Raising the mmap threshold to
-its 32 MiB maximum is not enough at 8 tiles a batch (the `small` model's largest tensors are bigger; measured
-30 k faults a tile instead of 84 k). `configure` therefore serves every block from the heap (no mmap) and never
-trims it, so freed blocks stay in the process and the next tile reuses them (about 1 k faults a tile). The
-price: memory freed after a peak is kept by the process until it exits (the peak itself does not grow).
+its 32 MiB maximum is not enough at 8 tiles a batch (the `small` model's largest tensors are bigger: the model
+alone still took 30 k faults a tile instead of 84 k). `configure` therefore serves every block from the heap (no
+mmap) and never trims it, so freed blocks stay in the process and the next tile reuses them: `mdseg predict`
+with `small` took 3 k faults a tile instead of 90 k (`bench/bench_predict.py --part faults`). The price: memory
+freed after a peak stays with the process until it exits.
 
 Applied at run time with `mallopt` (glibc reads its MALLOC_* variables only at process start), on glibc Linux only;
 elsewhere it does nothing. `MDSEG_MALLOC=system` leaves the allocator as it is.
