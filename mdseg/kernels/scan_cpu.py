@@ -151,6 +151,19 @@ def _time_steps(delta_row, bias, softplus, dt):
 
 
 @njit(inline="always", **_JIT)
+def _time_steps_lowrank(delta_low, weight_row, bias, softplus, dt, zero):
+    """dt = softplus(weight_row · delta_low + bias), or without softplus, for one row: the Δ projection
+    (rank r, delta_low (r, l)) done here, a multiply-add per rank over time that LLVM vectorises."""
+    for t in range(dt.shape[0]):
+        dt[t] = zero
+    for r in range(delta_low.shape[0]):
+        wr = weight_row[r]
+        for t in range(dt.shape[0]):
+            dt[t] += wr * delta_low[r, t]
+    _time_steps(dt, bias, softplus, dt)
+
+
+@njit(inline="always", **_JIT)
 def _decay_and_input(dt, u_row, B_row, a0, decay, inp):
     """d_state 1: decay_t = exp(dt_t·a0) and input_t = dt_t·u_t·B_t (a loop LLVM vectorises)."""
     for t in range(dt.shape[0]):
@@ -431,6 +444,16 @@ def _backward(
 
 
 @njit(inline="always", **_JIT)
+def _direction_time_steps(delta, proj, ch, k, rank, bias, softplus, dt, zero):
+    """dt of row ch (direction k) of `_forward_2d`: from delta (4·d, l), or with rank > 0 from the low-rank
+    factor delta (4·r, l) rows k·r … (k+1)·r − 1 and proj[ch]."""
+    if rank > 0:
+        _time_steps_lowrank(delta[k * rank : (k + 1) * rank], proj[ch], bias, softplus, dt, zero)
+    else:
+        _time_steps(delta[ch], bias, softplus, dt)
+
+
+@njit(inline="always", **_JIT)
 def _gather_directions(src, colidx, dst):
     """Map-order row (h·w,) -> its four SS2D scan orders dst (4, h·w): row-major, column-major
     (colidx[t] = map index of column-major step t) and both reversed."""
@@ -457,12 +480,14 @@ def _merge_directions(ys, colpos, out):
 
 
 @njit(parallel=True, cache=True, **_JIT)
-def _forward_2d(u, delta, A, Bt, Ct, Dv, bias, softplus, has_d, has_bias, colidx, colpos, out, last):
-    """SS2D straight from the map: u, out (b, d, h·w) map order; delta (b, 4·d, h·w), Bt, Ct (b, 4, h·w, n)
-    in each direction's scan order; A (4·d, n); Dv, bias (4·d,); last (b, 4·d, n). out = cross-merge of the
-    four directions' outputs."""
-    nbatch, nchan, length = u.shape
+def _forward_2d(u, delta, proj, A, Bt, Ct, Dv, bias, softplus, has_d, has_bias, colidx, colpos, out, last):
+    """SS2D straight from the map: u, out indexed (b, h·w, d) in map order, any strides (a channels-last map
+    is read and written in place); delta (b, 4·d, h·w), or with a projection proj (4·d, r) its low-rank
+    factor (b, 4·r, h·w), and Bt, Ct (b, 4, h·w, n) in each direction's scan order; A (4·d, n);
+    Dv, bias (4·d,); last (b, 4·d, n). out = cross-merge of the four directions' outputs."""
+    nbatch, length, nchan = u.shape
     nstate = A.shape[1]
+    rank = proj.shape[1]
     one = _one(u)
     zero = one - one
     for row in prange(nbatch * nchan):
@@ -470,13 +495,13 @@ def _forward_2d(u, delta, A, Bt, Ct, Dv, bias, softplus, has_d, has_bias, colidx
         useq = np.empty((4, length), u.dtype)
         ys = np.empty((4, length), u.dtype)
         dt = np.empty(length, u.dtype)
-        _gather_directions(u[bi, di], colidx, useq)
+        _gather_directions(u[bi, :, di], colidx, useq)
         if nstate == 1:
             decay = np.empty((4, length), u.dtype)
             inp = np.empty((4, length), u.dtype)
             for k in range(4):
                 ch = k * nchan + di
-                _time_steps(delta[bi, ch], bias[ch] if has_bias else zero, softplus, dt)
+                _direction_time_steps(delta[bi], proj, ch, k, rank, bias[ch] if has_bias else zero, softplus, dt, zero)
                 _decay_and_input(dt, useq[k], Bt[bi, k], A[ch, 0], decay[k], inp[k])
             x0, x1, x2, x3 = _recur4(
                 decay, inp, Ct[bi, 0, :, 0], Ct[bi, 1, :, 0], Ct[bi, 2, :, 0], Ct[bi, 3, :, 0],
@@ -489,12 +514,12 @@ def _forward_2d(u, delta, A, Bt, Ct, Dv, bias, softplus, has_d, has_bias, colidx
         else:
             for k in range(4):
                 ch = k * nchan + di
-                _time_steps(delta[bi, ch], bias[ch] if has_bias else zero, softplus, dt)
+                _direction_time_steps(delta[bi], proj, ch, k, rank, bias[ch] if has_bias else zero, softplus, dt, zero)
                 _scan_states(dt, useq[k], A[ch], Bt[bi, k], Ct[bi, k], last[bi, ch], ys[k], zero)
         if has_d:
             for k in range(4):
                 _add_skip(ys[k], useq[k], Dv[k * nchan + di])
-        _merge_directions(ys, colpos, out[bi, di])
+        _merge_directions(ys, colpos, out[bi, :, di])
 
 
 @njit(parallel=True, cache=True, **_JIT)
@@ -647,6 +672,21 @@ def selective_scan_cpu(
     return (out, last) if return_last_state else out
 
 
+def _map_and_output(u: Tensor, dtype: torch.dtype) -> tuple[np.ndarray, Tensor]:
+    """Map u (b, d, h, w) as the array (b, h·w, d) `_forward_2d` reads, and the (b, d, h·w) output it writes
+    (through its transpose), both in u's memory layout: a channels-last u is read in place and gives an output
+    whose (b, h·w, d) transpose is contiguous (what the LayerNorm after the scan wants), so neither the map
+    nor the output is reordered; any other u is made contiguous and gives a contiguous output."""
+    nbatch, nchan, h, w = u.shape
+    if u.dim() == 4 and u.permute(0, 2, 3, 1).is_contiguous() and not u.is_contiguous():
+        u_map = u.detach().to(dtype).permute(0, 2, 3, 1).reshape(nbatch, h * w, nchan)
+        out = torch.empty(nbatch, h * w, nchan, dtype=dtype).transpose(1, 2)
+    else:
+        u_map = u.detach().to(dtype).reshape(nbatch, nchan, h * w).contiguous().transpose(1, 2)
+        out = torch.empty(nbatch, nchan, h * w, dtype=dtype)
+    return u_map.numpy(), out
+
+
 @lru_cache(maxsize=32)
 def _column_major_maps(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """colidx[t]: map index (row-major) of column-major step t; colpos[p]: column-major step of map index p."""
@@ -662,14 +702,14 @@ class _SS2DScanCPU(torch.autograd.Function):
         dtype = _compute_dtype(u.dtype)
         nbatch, nchan, h, w = u.shape
         colidx, colpos = _column_major_maps(h, w)
-        out = torch.empty(nbatch, nchan, h * w, dtype=dtype)
+        u_map, out = _map_and_output(u, dtype)
         last = torch.empty(nbatch, 4 * nchan, A.shape[1], dtype=dtype)
         _set_threads()
         _forward_2d(
-            _np(u.reshape(nbatch, nchan, h * w), dtype, 3), _np(delta.reshape(nbatch, 4 * nchan, h * w), dtype, 3),
-            _np(A, dtype, 2), _grouped_t(B.detach(), dtype).numpy(), _grouped_t(C.detach(), dtype).numpy(),
+            u_map, _np(delta.reshape(nbatch, 4 * nchan, h * w), dtype, 3), _np(None, dtype, 2), _np(A, dtype, 2),
+            _grouped_t(B.detach(), dtype).numpy(), _grouped_t(C.detach(), dtype).numpy(),
             _np(D, dtype, 1), _np(delta_bias, dtype, 1), bool(delta_softplus), D is not None,
-            delta_bias is not None, colidx, colpos, out.numpy(), last.numpy(),
+            delta_bias is not None, colidx, colpos, out.transpose(1, 2).numpy(), last.numpy(),
         )  # fmt: skip
         ctx.save_for_backward(u, delta, A, B, C, D, delta_bias)
         ctx.delta_softplus = bool(delta_softplus)
@@ -725,3 +765,34 @@ def ss2d_scan_cpu(
     """Same contract as `mdseg.kernels.ss2d.ss2d_scan`, fused: the four scan orders are read from and merged
     into the map inside the kernel, never materialised."""
     return _SS2DScanCPU.apply(u, delta, A, B, C, D, delta_bias, delta_softplus)
+
+
+def ss2d_scan_lowrank_cpu(
+    u: Tensor,
+    delta_low: Tensor,
+    delta_proj: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = True,
+) -> Tensor:
+    """`ss2d_scan_cpu` with Δ = delta_proj (4, d, r) @ delta_low (b, 4, r, h·w) computed inside the kernel,
+    row by row, so the (b, 4, d, h·w) Δ is never written nor read back. Forward only (no autograd)."""
+    dtype = _compute_dtype(u.dtype)
+    nbatch, nchan, h, w = u.shape
+    rank = delta_low.shape[2]
+    colidx, colpos = _column_major_maps(h, w)
+    u_map, out = _map_and_output(u, dtype)
+    last = torch.empty(nbatch, 4 * nchan, A.shape[1], dtype=dtype)
+    _set_threads()
+    with torch.profiler.record_function("ss2d_scan_lowrank_cpu"):
+        _forward_2d(
+            u_map, _np(delta_low.reshape(nbatch, 4 * rank, h * w), dtype, 3),
+            _np(delta_proj.reshape(4 * nchan, rank), dtype, 2), _np(A, dtype, 2),
+            _grouped_t(B.detach(), dtype).numpy(), _grouped_t(C.detach(), dtype).numpy(), _np(D, dtype, 1),
+            _np(delta_bias, dtype, 1), bool(delta_softplus), D is not None, delta_bias is not None, colidx, colpos,
+            out.transpose(1, 2).numpy(), last.numpy(),
+        )  # fmt: skip
+    return out.to(u.dtype)

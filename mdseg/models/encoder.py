@@ -86,18 +86,19 @@ def depthwise_conv3x3(channels: int) -> nn.Conv2d:
 
 
 def conv_silu(x: Tensor, conv: nn.Conv2d) -> Tensor:
-    """(B, H, W, C) -> SiLU(conv(x)) as contiguous (B, C, H, W), the layout the SS2D scan reads.
-
-    The convolution of a channels-last view returns channels-last memory; making it contiguous here, once,
-    saves the scan's projections and kernel a copy each."""
-    return F.silu(conv(x.permute(0, 3, 1, 2)).contiguous())
+    """(B, H, W, C) -> SiLU(conv(x)) as a (B, C, H, W) map in channels-last memory, as the convolution of the
+    channels-last view returns it: the SS2D projections and the CPU scan kernel read that layout in place."""
+    return F.silu(conv(x.permute(0, 3, 1, 2)))
 
 
 def channels_to_last(y: Tensor, height: int, width: int) -> Tensor:
-    """(B, C, H·W) -> contiguous (B, H, W, C), one map at a time: a single map's transpose is a 2-D one, which
-    PyTorch copies in cache-sized blocks; the batched transpose (LayerNorm's own copy of a transposed view)
-    is an element-by-element strided copy, up to twice as slow on the first stages' maps."""
+    """(B, C, H·W) -> contiguous (B, H, W, C): a view when y is the transpose of a contiguous (B, H·W, C) (the
+    CPU scan's output for a channels-last map), else a copy one map at a time: a single map's transpose is a
+    2-D one, which PyTorch copies in cache-sized blocks; the batched transpose (LayerNorm's own copy of a
+    transposed view) is an element-by-element strided copy, up to twice as slow on the first stages' maps."""
     batch, channels, _ = y.shape
+    if y.transpose(1, 2).is_contiguous():
+        return y.transpose(1, 2).view(batch, height, width, channels)
     out = y.new_empty(batch, height * width, channels)
     for i in range(batch):
         out[i].copy_(y[i].t())
@@ -105,11 +106,16 @@ def channels_to_last(y: Tensor, height: int, width: int) -> Tensor:
 
 
 def per_pixel(weight: Tensor, maps: Tensor) -> Tensor:
-    """Projections (k, c, d) applied at every pixel of maps (B, d, H, W) -> (B, k·c, H·W).
+    """Projections (k, c, d) applied at every pixel of maps (B, d, H, W) -> contiguous (B, k·c, H·W).
 
-    One bmm over the maps as they lie: einsum copies a batch of maps into (B, H·W, d) first, and matmul
-    copies its result out of the transposed product it computes."""
-    return torch.bmm(weight.flatten(0, 1).expand(maps.shape[0], -1, -1), maps.flatten(2))
+    One bmm over the maps as they lie (a channels-last map as the transposed operand): einsum copies a batch
+    of maps into (B, H·W, d) first, and matmul copies its result out of the transposed product it computes."""
+    batch, channels = maps.shape[:2]
+    if maps.is_contiguous():
+        pixels = maps.flatten(2)
+    else:  # channels-last: (B, H·W, d) is a view, its transpose the (B, d, H·W) operand
+        pixels = maps.permute(0, 2, 3, 1).reshape(batch, -1, channels).transpose(1, 2)
+    return torch.bmm(weight.flatten(0, 1).expand(batch, -1, -1), pixels)
 
 
 class ScanCore(nn.Module):
@@ -164,17 +170,16 @@ class ScanCore(nn.Module):
             x_dbl = torch.cat([per_pixel(forward, drive_forward), per_pixel(reverse, drive_reverse)], dim=1)
         x_dbl = to_scan_order(x_dbl.view(b, DIRECTIONS, -1, h, w))
         dt_low, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
-        # a broadcast matmul writes (b, k, d, l) contiguous; einsum returned a permuted view the scan copied
-        dt = torch.matmul(self.dt_proj_weight, dt_low)
         y = ss2d_scan(
             u,
-            dt,
+            dt_low,
             -torch.exp(self.A_log.float()),
             B.contiguous(),
             C.contiguous(),
             D=self.D.float(),
             delta_bias=self.dt_proj_bias.reshape(-1).float(),
             delta_softplus=True,
+            delta_proj=self.dt_proj_weight,
         )
         return self.out_norm(channels_to_last(y, h, w))
 

@@ -74,3 +74,27 @@ def test_to_scan_order_reads_each_direction_map_in_its_own_order():
     x = torch.arange(2 * 4 * 3 * 5 * 7, dtype=torch.float32).view(2, 4, 3, 5, 7)
     expected = torch.stack([cross_scan(x[:, k])[:, k] for k in range(4)], dim=1)
     assert torch.equal(to_scan_order(x), expected)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+@pytest.mark.parametrize("n", [1, 4])
+@pytest.mark.parametrize("hw", [(5, 7), (16, 16)])
+def test_ss2d_scan_with_delta_proj_equals_the_projected_delta(backend, n, hw):
+    u, _, A, B, C, D, bias = _inputs(*hw, n, seed=3)
+    g = torch.Generator().manual_seed(4)
+    b, d, h, w = u.shape
+    low, proj = torch.randn(b, 4, 3, h * w, generator=g), 0.3 * torch.randn(4, d, 3, generator=g)
+    expected = _composed(u, torch.matmul(proj, low), A, B, C, D, bias)
+    with torch.no_grad():  # the cpu backend projects inside the scan only without autograd
+        got = ss2d_scan(u, low, A, B, C, D, bias, True, backend=backend, delta_proj=proj)
+    scale = max(1.0, expected.abs().max().item())
+    assert (got - expected).abs().max().item() <= 1e-4 * scale
+
+
+def test_ss2d_scan_with_delta_proj_passes_gradients_to_the_projection():
+    u, _, A, B, C, D, bias = _inputs(5, 7, 1, seed=5)
+    g = torch.Generator().manual_seed(6)
+    low = torch.randn(2, 4, 2, 35, generator=g).requires_grad_()
+    proj = torch.randn(4, 6, 2, generator=g).requires_grad_()
+    ss2d_scan(u, low, A, B, C, D, bias, True, backend="cpu", delta_proj=proj).sum().backward()
+    assert low.grad is not None and proj.grad is not None and proj.grad.abs().sum() > 0
