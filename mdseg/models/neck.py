@@ -55,5 +55,13 @@ class Neck(nn.Module):
         """features[i]: (B, stage_dims[i], H/4/2^i, W/4/2^i) → (B, neck_channels, H/4, W/4)."""
         levels = self.fpn(features)
         size = levels[0].shape[2:]
-        resized = [F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in levels]
+        # the finest level is already at stride 4 (bilinear to its own size is the identity); the others are
+        # resized from channels-last memory, where PyTorch's CPU kernel reads and writes them in place (from
+        # NCHW it makes two channels-last copies around the same kernel); same numbers, cat's output is NCHW
+        resized = [levels[0]] + [
+            F.interpolate(
+                x.contiguous(memory_format=torch.channels_last), size=size, mode="bilinear", align_corners=False
+            )
+            for x in levels[1:]
+        ]
         return self.merge(torch.cat(resized, dim=1))
