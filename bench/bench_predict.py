@@ -409,19 +409,24 @@ def faults_run(preset: str, folder: Path) -> dict:
     }
 
 
+def small_scene_folder(folder: Path, size: int) -> Path:
+    """`folder` holding a `size`² synthetic pair (`opt.tif`, `sar.tif`) and a random-weight `small.safetensors`."""
+    opt, sar = write_scene(folder, size)
+    opt.rename(folder / "opt.tif"), sar.rename(folder / "sar.tif")
+    save_random_checkpoint("small", folder / "small.safetensors")
+    return folder
+
+
 def bench_faults(quick: bool, rounds: int, settings: tuple) -> list[dict]:
     """`rounds` rounds of one `faults_run` per setting, each in a fresh process, the settings alternated."""
     size = 768 if quick else 1024
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        opt, sar = write_scene(folder, size)
-        opt.rename(folder / "opt.tif"), sar.rename(folder / "sar.tif")
-        save_random_checkpoint("small", folder / "small.safetensors")
+        folder = small_scene_folder(Path(tmp), size)
         for r in range(rounds):
             order = settings if r % 2 == 0 else settings[::-1]
             for name, env in order:
-                run = run_child(["--faults-one", "small", tmp], env)
+                run = run_child(["--faults-one", "small", str(folder)], env)
                 runs.append({"setting": name, "round": r, "scene_px": size, **run})
                 line = (
                     f"{run['faults_per_tile']:9.0f} faults, {run['cpu_s_per_tile']:6.2f} CPU s, "
@@ -504,10 +509,7 @@ def bench_e2e(old_tree: Path, size: int, rounds: int) -> dict:
     trees = {"old": old_tree.resolve(), "new": ROOT}
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        opt, sar = write_scene(folder, size)
-        opt.rename(folder / "opt.tif"), sar.rename(folder / "sar.tif")
-        save_random_checkpoint("small", folder / "small.safetensors")
+        folder = small_scene_folder(Path(tmp), size)
         for r in range(rounds):
             for side in ("old", "new") if r % 2 == 0 else ("new", "old"):
                 run = e2e_run(trees[side], folder, folder / f"map_{side}.tif")
