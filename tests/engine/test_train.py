@@ -303,3 +303,23 @@ def test_crops_larger_than_every_scene_shrink_to_the_smallest_scene(tmp_path):
     _, meta = load_checkpoint(result.last_checkpoint, CPU)
     assert meta.tile == 96
     assert load_data(TrainSettings(data=str(data), crop=64)).crop == 64
+
+
+@pytest.mark.slow
+def test_an_error_inside_the_loop_ends_the_process_with_its_dataloader_workers(blobs, tmp_path):
+    """The workers ignore stop signals; when an unexpected error left the loop, the iterator (alive in the
+    traceback) kept them until interpreter exit, where multiprocessing sent them SIGTERM and waited forever."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "boom.py"
+    script.write_text(
+        "from mdseg.engine.train import TrainSettings, train\n"
+        "def boom(i):\n"
+        "    if i == 2:\n"
+        "        raise RuntimeError('a bug in a callback')\n"
+        f"train(TrainSettings(data={str(blobs)!r}, out={str(tmp_path / 'run')!r}, iters=6, crop=64, batch_size=2,"
+        " workers=2, val_every=100), progress=False, on_iteration=boom)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 1 and "RuntimeError: a bug in a callback" in done.stderr

@@ -3,6 +3,8 @@ normalisation, the training split's per-band statistics, and the training `DataL
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,6 +180,22 @@ def training_loader(
     )
 
 
+@contextmanager
+def worker_batches(loader: DataLoader) -> Iterator[Iterator[dict[str, Any]]]:
+    """An iterator over `loader` whose worker processes are shut down when the block is left, however it is left.
+
+    The workers ignore stop signals (`ignore_stop_signals`): an iterator kept alive by an exception's traceback
+    until the interpreter exits would otherwise leave multiprocessing terminating them with SIGTERM and waiting
+    for them forever (a traceback, then a hang)."""
+    batches = iter(loader)
+    try:
+        yield batches
+    finally:
+        shutdown = getattr(batches, "_shutdown_workers", None)  # the worker iterator's own clean shutdown
+        if shutdown is not None:
+            shutdown()
+
+
 def _normalisation(settings: TrainSettings, layout: DatasetLayout) -> tuple[Normalisation, str, DatasetStats | None]:
     """The normalisation, where it came from (--stats file, the dataset's constants, or computed now) and, when
     computed now, the statistics it came from."""
@@ -240,4 +258,4 @@ def _collate(items: list[dict]) -> dict[str, Any]:
     }
 
 
-__all__ = ["RunData", "load_data", "training_loader"]
+__all__ = ["RunData", "load_data", "training_loader", "worker_batches"]

@@ -37,7 +37,7 @@ from mdseg.engine.runs import (
     new_run_dir,
     run_relative,
 )
-from mdseg.engine.train.data import RunData, load_data, training_loader
+from mdseg.engine.train.data import RunData, load_data, training_loader, worker_batches
 from mdseg.engine.train.log import LossWindow, MetricsLog, plot_curves, progress_bar
 from mdseg.engine.train.optim import learning_rate, new_optimizer, set_learning_rate
 from mdseg.engine.train.settings import TrainSettings, load_settings_file, resolve_settings
@@ -180,8 +180,11 @@ def _loop(run: _Run, progress: bool, on_iteration: Callable[[int], None] | None)
     started = time.perf_counter()
     iteration, interrupted = run.start, False
     window = LossWindow()
-    with StopRequest() as stop, progress_bar(progress, settings.iters, run.start) as advance:
-        batches = iter(run.loader)
+    with (
+        StopRequest() as stop,
+        progress_bar(progress, settings.iters, run.start) as advance,
+        worker_batches(run.loader) as batches,
+    ):
         while True:
             fetch_started = time.perf_counter()
             try:
