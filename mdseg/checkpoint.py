@@ -220,7 +220,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
                     f"weight {key!r} in '{path}' has shape {tuple(tensor.shape)} but its model config needs "
                     f"{tuple(want.shape)}; the file is damaged or its metadata belongs to another model."
                 )
-            state[key] = tensor.to(want.dtype) if tensor.is_floating_point() else tensor
+            # An owned copy: safetensors' tensors may view one buffer at the file's offsets, and BLAS kernels take
+            # other paths (other rounding) for weights not aligned as the allocator aligns them — the loaded model
+            # must compute bit for bit what the model that was saved computes (training validation vs eval).
+            state[key] = tensor.to(want.dtype, copy=True) if tensor.is_floating_point() else tensor.clone()
     model.load_state_dict(state, assign=True)
     return model.to(device).eval(), meta
 
