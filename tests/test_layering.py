@@ -13,7 +13,7 @@ PACKAGE = Path(mdseg.__file__).parent
 # Layers, low → high, by the first name under `mdseg` ("mdseg" itself is the package root, which holds the
 # version). A module may import its own layer and the layers below it, never one above.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("mdseg", "errors", "config"),
+    ("mdseg", "errors", "config", "alloc"),
     ("runtime", "io", "kernels"),
     ("models", "geo"),
     ("data",),
