@@ -51,8 +51,18 @@ def served(root: Path, log: Path) -> Iterator[Served]:
         port = int(proc.stdout.readline())
         yield Served(port, log)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_server(proc)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """End a test server process: SIGTERM, then SIGKILL only if it is still there after a generous wait (a busy
+    machine may take a while to schedule it)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=600)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _main(root: str, log: str) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import rasterio
 import rasterio.shutil
-from range_server import served
+from range_server import served, stop_server
 from rasterio.transform import from_origin
 
 from mdseg.engine.checkpoint_predict import SceneModel
@@ -212,8 +212,7 @@ def s3(scene, monkeypatch):
             monkeypatch.setenv(key, value)
         yield "scenes"
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_server(proc)
 
 
 @pytest.mark.slow
