@@ -442,8 +442,7 @@ def score_scene(
             )
         row0, col0 = int(pair.window.row_off), int(pair.window.col_off)
         k = len(model.classes)
-        timer = {"read": 0.0, "predict": 0.0}
-        for block in ScenePass(pair, model, options, device).blocks(lambda _: None, timer):
+        for block in ScenePass(pair, model, options, device).blocks():
             n, m = block.covered.shape
             raw, ok = read_bands(label, [1], Window(col0 + block.col, row0 + block.row, m, n))
             y = classes.encode(np.where(ok[0], raw[0], -1))

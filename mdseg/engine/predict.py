@@ -163,9 +163,13 @@ class ScenePass:
         self.runner = TileRunner(pair, model, options, device)
         self.blender = TileBlender(self.tiles, height, width, len(model.classes) + (options.samples > 1))
 
-    def blocks(self, advance: Callable[[int], None], timer: dict[str, float]) -> Iterator[BlendedBlock]:
+    def blocks(
+        self, advance: Callable[[int], None] | None = None, timer: dict[str, float] | None = None
+    ) -> Iterator[BlendedBlock]:
         """The blended blocks of the region (`BlendedBlock`: values, covered, region row and column); `advance(n)`
-        as tiles finish; the runner adds its read and predict seconds to `timer`."""
+        as tiles finish; the runner adds its read and predict seconds to `timer` ("read", "predict") when given."""
+        advance = advance or (lambda _: None)
+        timer = timer if timer is not None else {"read": 0.0, "predict": 0.0}
         for batch_tiles, probs in self.runner.run(self.tiles, advance, timer):
             for t, (values, weight) in zip(batch_tiles, probs, strict=True):
                 yield from self.blender.add(t, values, weight)
