@@ -45,7 +45,8 @@ class BackendStatus:
 
 
 @lru_cache(maxsize=1)
-def _numba_problem() -> str | None:
+def numba_problem() -> str | None:
+    """None when numba imports, else why not (never raises)."""
     if importlib.util.find_spec("numba") is None:
         return "numba not installed"
     try:
@@ -128,14 +129,14 @@ def _triton_status() -> BackendStatus:
 
 def backend_status() -> list[BackendStatus]:
     """Availability of every backend on this machine, with the reason when one is not available."""
-    numba_problem = _numba_problem()
+    numba = numba_problem()
     statuses = [
         BackendStatus("reference", True, "sequential PyTorch (the specification)"),
         BackendStatus("torch", True, "chunked log-depth scan in PyTorch"),
         BackendStatus(
             "cpu",
-            numba_problem is None,
-            "numba kernels, forward and backward" if numba_problem is None else numba_problem,
+            numba is None,
+            "numba kernels, forward and backward" if numba is None else numba,
         ),
         _triton_status(),
     ]
@@ -165,9 +166,9 @@ def auto_backend(device: torch.device | str = "cpu", dtype: torch.dtype = torch.
             return "cuda", f"CUDA tensors; mamba-ssm ({triton})"
         return "torch", f"CUDA tensors; PyTorch path ({triton}; {mamba_ssm_problem()})"
     if device.type == "cpu":
-        if _numba_problem() is None:
+        if numba_problem() is None:
             return "cpu", f"CPU tensors ({dtype}); numba kernels"
-        return "reference", f"CPU tensors but {_numba_problem()}"
+        return "reference", f"CPU tensors but {numba_problem()}"
     return "torch", f"{device.type} tensors: only the PyTorch path runs there"
 
 
@@ -181,8 +182,8 @@ def resolve_backend(requested: str, device: torch.device | str, dtype: torch.dty
         return auto_backend(device, dtype)[0]
     device = torch.device(device)
     if name == "cpu":
-        if _numba_problem() is not None:
-            raise BackendUnavailableError(f"scan backend 'cpu' is unavailable: {_numba_problem()}")
+        if numba_problem() is not None:
+            raise BackendUnavailableError(f"scan backend 'cpu' is unavailable: {numba_problem()}")
         if device.type != "cpu":
             raise BackendUnavailableError(f"scan backend 'cpu' needs CPU tensors, got {device.type} tensors")
     if name == "triton" and triton_problem(device) is not None:

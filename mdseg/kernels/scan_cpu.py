@@ -480,46 +480,66 @@ def _merge_directions(ys, colpos, out):
 
 
 @njit(parallel=True, cache=True, **_JIT)
-def _forward_2d(u, delta, proj, A, Bt, Ct, Dv, bias, softplus, has_d, has_bias, colidx, colpos, out, last):
+def _forward_2d(u, delta, proj, A, Bt, Ct, Dv, bias, softplus, has_d, has_bias, colidx, colpos, block, out, last):
     """SS2D straight from the map: u, out indexed (b, h·w, d) in map order, any strides (a channels-last map
     is read and written in place); delta (b, 4·d, h·w), or with a projection proj (4·d, r) its low-rank
     factor (b, 4·r, h·w), and Bt, Ct (b, 4, h·w, n) in each direction's scan order; A (4·d, n);
-    Dv, bias (4·d,); last (b, 4·d, n). out = cross-merge of the four directions' outputs."""
+    Dv, bias (4·d,); last (b, 4·d, n). out = cross-merge of the four directions' outputs.
+
+    A work unit is `block` channels of one batch item: their map rows are copied in, and their outputs out,
+    one pixel (`block` neighbouring values) at a time. Read one channel at a time, a channels-last map costs a
+    cache line per pixel per channel (the map's rows are the channels' stride apart), which made the
+    strided reads and writes most of the kernel's time at the `tiny` model's first stage."""
     nbatch, length, nchan = u.shape
     nstate = A.shape[1]
     rank = proj.shape[1]
     one = _one(u)
     zero = one - one
-    for row in prange(nbatch * nchan):
-        bi, di = divmod(np.int64(row), nchan)
+    nblocks = (nchan + block - 1) // block
+    for unit in prange(nbatch * nblocks):
+        bi, first = divmod(np.int64(unit), nblocks)
+        first *= block
+        count = min(block, nchan - first)
+        ublock = np.empty((count, length), u.dtype)
+        oblock = np.empty((count, length), u.dtype)
+        for t in range(length):
+            for j in range(count):
+                ublock[j, t] = u[bi, t, first + j]
         useq = np.empty((4, length), u.dtype)
         ys = np.empty((4, length), u.dtype)
         dt = np.empty(length, u.dtype)
-        _gather_directions(u[bi, :, di], colidx, useq)
-        if nstate == 1:
-            decay = np.empty((4, length), u.dtype)
-            inp = np.empty((4, length), u.dtype)
-            for k in range(4):
-                ch = k * nchan + di
-                _direction_time_steps(delta[bi], proj, ch, k, rank, bias[ch] if has_bias else zero, softplus, dt, zero)
-                _decay_and_input(dt, useq[k], Bt[bi, k], A[ch, 0], decay[k], inp[k])
-            x0, x1, x2, x3 = _recur4(
-                decay, inp, Ct[bi, 0, :, 0], Ct[bi, 1, :, 0], Ct[bi, 2, :, 0], Ct[bi, 3, :, 0],
-                ys[0], ys[1], ys[2], ys[3], zero,
-            )  # fmt: skip
-            last[bi, di, 0] = x0
-            last[bi, nchan + di, 0] = x1
-            last[bi, 2 * nchan + di, 0] = x2
-            last[bi, 3 * nchan + di, 0] = x3
-        else:
-            for k in range(4):
-                ch = k * nchan + di
-                _direction_time_steps(delta[bi], proj, ch, k, rank, bias[ch] if has_bias else zero, softplus, dt, zero)
-                _scan_states(dt, useq[k], A[ch], Bt[bi, k], Ct[bi, k], last[bi, ch], ys[k], zero)
-        if has_d:
-            for k in range(4):
-                _add_skip(ys[k], useq[k], Dv[k * nchan + di])
-        _merge_directions(ys, colpos, out[bi, :, di])
+        decay = np.empty((4, length), u.dtype)
+        inp = np.empty((4, length), u.dtype)
+        for j in range(count):
+            di = first + j
+            _gather_directions(ublock[j], colidx, useq)
+            if nstate == 1:
+                for k in range(4):
+                    ch = k * nchan + di
+                    bk = bias[ch] if has_bias else zero
+                    _direction_time_steps(delta[bi], proj, ch, k, rank, bk, softplus, dt, zero)
+                    _decay_and_input(dt, useq[k], Bt[bi, k], A[ch, 0], decay[k], inp[k])
+                x0, x1, x2, x3 = _recur4(
+                    decay, inp, Ct[bi, 0, :, 0], Ct[bi, 1, :, 0], Ct[bi, 2, :, 0], Ct[bi, 3, :, 0],
+                    ys[0], ys[1], ys[2], ys[3], zero,
+                )  # fmt: skip
+                last[bi, di, 0] = x0
+                last[bi, nchan + di, 0] = x1
+                last[bi, 2 * nchan + di, 0] = x2
+                last[bi, 3 * nchan + di, 0] = x3
+            else:
+                for k in range(4):
+                    ch = k * nchan + di
+                    bk = bias[ch] if has_bias else zero
+                    _direction_time_steps(delta[bi], proj, ch, k, rank, bk, softplus, dt, zero)
+                    _scan_states(dt, useq[k], A[ch], Bt[bi, k], Ct[bi, k], last[bi, ch], ys[k], zero)
+            if has_d:
+                for k in range(4):
+                    _add_skip(ys[k], useq[k], Dv[k * nchan + di])
+            _merge_directions(ys, colpos, oblock[j])
+        for t in range(length):
+            for j in range(count):
+                out[bi, t, first + j] = oblock[j, t]
 
 
 @njit(parallel=True, cache=True, **_JIT)
@@ -687,6 +707,15 @@ def _map_and_output(u: Tensor, dtype: torch.dtype) -> tuple[np.ndarray, Tensor]:
     return u_map.numpy(), out
 
 
+def _channel_block(nbatch: int, nchan: int) -> int:
+    """Channels per work unit of `_forward_2d`: 16 (a cache line of float32), halved until there are at least
+    two units per thread, so a small batch still keeps every core busy."""
+    block = 16
+    while block > 1 and nbatch * -(-nchan // block) < 2 * numba.get_num_threads():
+        block //= 2
+    return block
+
+
 @lru_cache(maxsize=32)
 def _column_major_maps(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """colidx[t]: map index (row-major) of column-major step t; colpos[p]: column-major step of map index p."""
@@ -709,7 +738,8 @@ class _SS2DScanCPU(torch.autograd.Function):
             u_map, _np(delta.reshape(nbatch, 4 * nchan, h * w), dtype, 3), _np(None, dtype, 2), _np(A, dtype, 2),
             _grouped_t(B.detach(), dtype).numpy(), _grouped_t(C.detach(), dtype).numpy(),
             _np(D, dtype, 1), _np(delta_bias, dtype, 1), bool(delta_softplus), D is not None,
-            delta_bias is not None, colidx, colpos, out.transpose(1, 2).numpy(), last.numpy(),
+            delta_bias is not None, colidx, colpos, _channel_block(nbatch, nchan), out.transpose(1, 2).numpy(),
+            last.numpy(),
         )  # fmt: skip
         ctx.save_for_backward(u, delta, A, B, C, D, delta_bias)
         ctx.delta_softplus = bool(delta_softplus)
@@ -793,6 +823,6 @@ def ss2d_scan_lowrank_cpu(
             _np(delta_proj.reshape(4 * nchan, rank), dtype, 2), _np(A, dtype, 2),
             _grouped_t(B.detach(), dtype).numpy(), _grouped_t(C.detach(), dtype).numpy(), _np(D, dtype, 1),
             _np(delta_bias, dtype, 1), bool(delta_softplus), D is not None, delta_bias is not None, colidx, colpos,
-            out.transpose(1, 2).numpy(), last.numpy(),
+            _channel_block(nbatch, nchan), out.transpose(1, 2).numpy(), last.numpy(),
         )  # fmt: skip
     return out.to(u.dtype)

@@ -7,7 +7,8 @@ Same parameter layout and arithmetic as mmcv 1.7.2's `MultiScaleDeformableAttent
 The sampling itself comes twice, with one signature (as `mdseg.kernels` pairs each fast path with the reference
 it must match): `deformable_sample_reference` is mmcv's `multi_scale_deformable_attn_pytorch` for one level
 (`grid_sample` per head and point, then a weighted sum over the points) and is the specification;
-`deformable_sample`, which the layer runs, is one fused gather-and-weight pass over the value rows.
+`deformable_sample`, which the layer runs, is one fused gather-and-weight pass over the value rows (in
+inference on CPU a numba kernel, `mdseg.kernels.deformable_cpu`, that also does the points' softmax).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from mdseg.kernels.backends import numba_problem
 
 
 def reference_points(height: int, width: int, device: torch.device | None = None) -> Tensor:
@@ -74,6 +77,15 @@ def _neighbours(coordinate: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor, 
     return low_in, high_in, torch.where(low_in == low_index, 1 - t, 0.0), torch.where(high_in == high_index, t, 0.0)
 
 
+def _cpu_kernel_applies(*tensors: Tensor) -> bool:
+    dtype = tensors[0].dtype
+    if dtype not in (torch.float32, torch.float64) or any(t.dtype != dtype or t.device.type != "cpu" for t in tensors):
+        return False
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    return numba_problem() is None
+
+
 def deformable_sample(
     value: Tensor, reference: Tensor, offsets: Tensor, weights: Tensor, size: tuple[int, int]
 ) -> Tensor:
@@ -84,7 +96,21 @@ def deformable_sample(
     one `embedding_bag` sum over the rows of `value` seen as (B·N·heads, head_dim). So neither the
     (B·heads, head_dim, Q, points) samples nor a head-major copy of `value` is ever made, and the output
     rows are already (B, Q, heads·head_dim).
+
+    On CPU, when no input needs a gradient and all are float32 (or all float64), the numba kernel
+    `mdseg.kernels.deformable_cpu` does the same in one pass, without the per-point index tensors.
     """
+    if _cpu_kernel_applies(value, reference, offsets, weights):
+        from mdseg.kernels.deformable_cpu import deformable_sample_cpu
+
+        return deformable_sample_cpu(value, reference, offsets, weights, size)
+    return _deformable_sample_torch(value, reference, offsets, weights, size)
+
+
+def _deformable_sample_torch(
+    value: Tensor, reference: Tensor, offsets: Tensor, weights: Tensor, size: tuple[int, int]
+) -> Tensor:
+    """`deformable_sample` in PyTorch operations (autograd, any device and dtype)."""
     batch, num, heads, head_dim = value.shape
     queries, points = weights.shape[1], weights.shape[-1]
     height, width = size
@@ -153,8 +179,12 @@ class DeformableAttention(nn.Module):
         heads, points = self.heads, self.points
         values = self.value_proj(value).view(batch, num, heads, channels // heads)
         offsets = self.sampling_offsets(query).view(batch, -1, heads, points, 2)
+        logits = self.attention_weights(query).view(batch, -1, heads, points)
+        if _cpu_kernel_applies(values, reference, offsets, logits):  # the kernel softmaxes as it samples
+            from mdseg.kernels.deformable_cpu import deformable_sample_cpu
+
+            return self.output_proj(deformable_sample_cpu(values, reference, offsets, logits, size, softmax=True))
         # softmax over the points as a non-last axis: PyTorch's CPU softmax over a last axis this short (4 in
         # every preset) runs one row at a time, twice as slow as its vectorised kernel across the rows
-        weights = self.attention_weights(query).view(batch, -1, heads, points).transpose(-1, -2).softmax(-2)
-        weights = weights.transpose(-1, -2)
+        weights = logits.transpose(-1, -2).softmax(-2).transpose(-1, -2)
         return self.output_proj(deformable_sample(values, reference, offsets, weights, size))

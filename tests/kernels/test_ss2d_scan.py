@@ -98,3 +98,21 @@ def test_ss2d_scan_with_delta_proj_passes_gradients_to_the_projection():
     proj = torch.randn(4, 6, 2, generator=g).requires_grad_()
     ss2d_scan(u, low, A, B, C, D, bias, True, backend="cpu", delta_proj=proj).sum().backward()
     assert low.grad is not None and proj.grad is not None and proj.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_ss2d_scan_cpu_reads_channels_last_maps_in_channel_blocks_with_the_same_numbers(batch):
+    # 37 channels: the kernel's work units of up to 16 channels end in a partial block; a channels-last map is
+    # read and written a block of channels per pixel, a contiguous one a channel row at a time
+    g = torch.Generator().manual_seed(7)
+    d, h, w = 37, 6, 9
+    u = torch.randn(batch, d, h, w, generator=g)
+    delta = 0.5 * torch.randn(batch, 4, d, h * w, generator=g)
+    A = -(torch.rand(4 * d, 1, generator=g) + 0.3)
+    B, C = torch.randn(batch, 4, 1, h * w, generator=g), torch.randn(batch, 4, 1, h * w, generator=g)
+    D, bias = torch.randn(4 * d, generator=g), torch.randn(4 * d, generator=g)
+    expected = _composed(u, delta, A, B, C, D, bias)
+    contiguous = ss2d_scan(u, delta, A, B, C, D, bias, True, backend="cpu")
+    channels_last = ss2d_scan(u.to(memory_format=torch.channels_last), delta, A, B, C, D, bias, True, backend="cpu")
+    assert torch.equal(channels_last, contiguous)
+    assert (contiguous - expected).abs().max().item() <= 1e-4 * max(1.0, expected.abs().max().item())

@@ -131,3 +131,57 @@ def test_layer_runs_the_fused_path_with_the_reference_numbers() -> None:
     weights = layer.attention_weights(query).view(2, -1, 4, 2).softmax(-1)
     expected = layer.output_proj(deformable_sample_reference(values, reference, offsets, weights, (height, width)))
     assert_scaled_close(out, expected, F32_REL, "layer output")
+
+
+def _ran_cpu_kernel(fn) -> tuple[torch.Tensor, bool]:
+    """fn()'s result and whether the numba sampling kernel ran (its profiler range appears)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        out = fn()
+    return out, any(e.name == "deformable_sample_cpu" for e in prof.events())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_kernel_runs_without_autograd_and_matches_the_torch_path(dtype) -> None:
+    value, reference, offsets, weights, size = sampling_inputs(3, 7, 5, heads=4, head_dim=5, points=4, dtype=dtype)
+    with torch.no_grad():
+        out, ran = _ran_cpu_kernel(lambda: deformable_sample(value, reference, offsets, weights, size))
+    assert ran
+    leaves = [t.clone().requires_grad_() for t in (value, offsets, weights)]  # autograd: the PyTorch path
+    torch_path, ran = _ran_cpu_kernel(lambda: deformable_sample(leaves[0], reference, leaves[1], leaves[2], size))
+    assert not ran
+    assert_scaled_close(out, torch_path.detach(), F32_REL if dtype == torch.float32 else F64_REL, "kernel output")
+
+
+def test_cpu_kernel_skips_points_whose_offsets_are_not_finite() -> None:
+    value, reference, offsets, weights, size = sampling_inputs(2, 6, 6, points=4)
+    bad = offsets.clone()
+    bad[0, 3, 1, 2, 0] = float("nan")
+    bad[1, 10, 0, 1, 1] = float("inf")
+    zeroed = weights.clone()
+    zeroed[0, 3, 1, 2] = 0.0
+    zeroed[1, 10, 0, 1] = 0.0
+    with torch.no_grad():
+        got = deformable_sample(value, reference, bad, weights, size)
+        expected = deformable_sample_reference(value, reference, offsets, zeroed, size)
+    assert torch.isfinite(got).all()
+    assert_scaled_close(got, expected, F32_REL, "output with non-finite offsets")
+
+
+def test_layer_in_inference_softmaxes_in_the_cpu_kernel_with_the_reference_numbers() -> None:
+    torch.manual_seed(0)
+    layer = DeformableAttention(channels=16, heads=4, points=3)
+    with torch.no_grad():
+        layer.sampling_offsets.weight.normal_(std=0.5)
+        layer.attention_weights.weight.normal_(std=2.0)  # far from uniform, so the softmax matters
+        height, width = 6, 7
+        query = torch.randn(2, height * width, 16)
+        value = torch.randn(2, height * width, 16)
+        reference = reference_points(height, width)
+        out, ran = _ran_cpu_kernel(lambda: layer(query, value, reference, (height, width)))
+        values = layer.value_proj(value).view(2, height * width, 4, 4)
+        offsets = layer.sampling_offsets(query).view(2, -1, 4, 3, 2)
+        weights = layer.attention_weights(query).view(2, -1, 4, 3).softmax(-1)
+        sampled = deformable_sample_reference(values, reference, offsets, weights, (height, width))
+        expected = layer.output_proj(sampled)
+    assert ran
+    assert_scaled_close(out, expected, F32_REL, "layer output")
