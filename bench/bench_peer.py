@@ -12,7 +12,8 @@ Ours is timed as `mdseg predict` runs a tile: bilinear resampling by the checkpo
 the checkpoints `mdseg train` writes, so for `tiny` and `small`; 2.0 for the imported `paper` release: its
 256² tiles run at 512²), `ModelPredictor` (model.predict with one seeded generator per tile, the default
 DDIM steps, softmax) under torch.inference_mode, and the probabilities resampled back. The peer: forward +
-softmax under torch.inference_mode. Both in eval mode, random weights, random inputs, float32.
+softmax under torch.inference_mode. Both in eval mode, random weights, random inputs, float32, in a process
+with the C allocator set as `mdseg predict` sets it (`mdseg.alloc`; MDSEG_MALLOC=system leaves it alone).
 
 All models live in one process. A round runs, per batch size, the peer then each preset in turn, the peer again
 before every preset (U-Net, tiny, U-Net, small …), so each of our calls has a peer call next to it; a burst
@@ -25,7 +26,7 @@ default predict batch (`PredictOptions.batch_size`). Threads: torch's choice, as
 
 from __future__ import annotations
 
-import mdseg  # noqa: F401  # isort: skip  (before torch: OpenMP threads must wait passively, see mdseg/__init__)
+import mdseg  # isort: skip  (before torch: OpenMP threads must wait passively, see mdseg/__init__)
 import argparse
 import inspect
 import json
@@ -41,6 +42,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 from unet_peer import UnetResNet18
 
+import mdseg.alloc
 from mdseg.checkpoint import CheckpointMeta
 from mdseg.config import preset
 from mdseg.engine.checkpoint_predict import ModelPredictor
@@ -211,6 +213,7 @@ def main() -> None:
     if args.quick:
         args.rounds, batches = min(args.rounds, 3), (1,)
     steps = DEFAULT_STEPS
+    allocator = mdseg.alloc.configure()  # as `mdseg predict` does first thing; the peer runs under it too
     with cpu_threads(args.threads) as threads:
         torch.manual_seed(0)
         unet = peer(args.tile, batches)
@@ -221,7 +224,7 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, {threads} threads, {os.cpu_count()} CPUs, "
         f"load average {load_before:.2f} → {load_after:.2f}; scene tile {args.tile}², float32, DDIM steps {steps}, "
-        f"medians of {args.rounds} rounds"
+        f"medians of {args.rounds} rounds, allocator {'mdseg.alloc settings' if allocator else 'as the system set it'}"
     )
     rows = summarise([unet, *presets], measured, batches)
     print_table(rows)
@@ -235,6 +238,7 @@ def main() -> None:
         "steps": steps,
         "rounds": args.rounds,
         "batches": list(batches),
+        "allocator": {str(k): v for k, v in allocator.items()},
         "inference_scale": {c.name: c.model_side / args.tile for c in presets},
     }
     raw = {str(b): {"seconds_per_tile": measured["times"][b], "ratios": measured["ratios"][b]} for b in batches}
