@@ -100,10 +100,22 @@ def deformable_sample(
     On CPU, when no input needs a gradient and all are float32 (or all float64), the numba kernel
     `mdseg.kernels.deformable_cpu` does the same in one pass, without the per-point index tensors.
     """
-    if _cpu_kernel_applies(value, reference, offsets, weights):
+    return _sample(value, reference, offsets, weights, size, softmax=False)
+
+
+def _sample(
+    value: Tensor, reference: Tensor, offsets: Tensor, weights: Tensor, size: tuple[int, int], softmax: bool
+) -> Tensor:
+    """The one place that picks the sampling path: the numba kernel where `_cpu_kernel_applies`, else PyTorch.
+    With `softmax`, weights are the points' logits (B, Q, heads, points), softmaxed over the points first."""
+    if _cpu_kernel_applies(value, reference, offsets, weights):  # the kernel softmaxes as it samples
         from mdseg.kernels.deformable_cpu import deformable_sample_cpu
 
-        return deformable_sample_cpu(value, reference, offsets, weights, size)
+        return deformable_sample_cpu(value, reference, offsets, weights, size, softmax=softmax)
+    if softmax:
+        # over the points as a non-last axis: PyTorch's CPU softmax over a last axis this short (4 in every
+        # preset) runs one row at a time, twice as slow as its vectorised kernel across the rows
+        weights = weights.transpose(-1, -2).softmax(-2).transpose(-1, -2)
     return _deformable_sample_torch(value, reference, offsets, weights, size)
 
 
@@ -180,11 +192,4 @@ class DeformableAttention(nn.Module):
         values = self.value_proj(value).view(batch, num, heads, channels // heads)
         offsets = self.sampling_offsets(query).view(batch, -1, heads, points, 2)
         logits = self.attention_weights(query).view(batch, -1, heads, points)
-        if _cpu_kernel_applies(values, reference, offsets, logits):  # the kernel softmaxes as it samples
-            from mdseg.kernels.deformable_cpu import deformable_sample_cpu
-
-            return self.output_proj(deformable_sample_cpu(values, reference, offsets, logits, size, softmax=True))
-        # softmax over the points as a non-last axis: PyTorch's CPU softmax over a last axis this short (4 in
-        # every preset) runs one row at a time, twice as slow as its vectorised kernel across the rows
-        weights = logits.transpose(-1, -2).softmax(-2).transpose(-1, -2)
-        return self.output_proj(deformable_sample(values, reference, offsets, weights, size))
+        return self.output_proj(_sample(values, reference, offsets, logits, size, softmax=True))
